@@ -1,0 +1,272 @@
+"""MediSee configuration and named presets.
+
+One dataclass tree describes the whole model so a checkpoint folder can be rebuilt from
+its ``config.json`` alone. The sub-configs translate to ``transformers`` configs in
+``to_hf()``; nothing here allocates weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TextConfig:
+    """The Mistral language model of the MLLM."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    max_position_embeddings: int = 32768
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 1_000_000.0
+    sliding_window: int | None = None
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+
+    def to_hf(self):
+        from transformers import MistralConfig
+
+        return MistralConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            sliding_window=self.sliding_window,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            tie_word_embeddings=False,
+        )
+
+
+@dataclass
+class ClipConfig:
+    """The CLIP vision tower; features come from ``feature_layer`` without the CLS token."""
+
+    image_size: int = 336
+    patch_size: int = 14
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    feature_layer: int = -2
+    pad_to_square: bool = True  # the reference centre-crops non-square images and loses their edges
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_hf(self):
+        from transformers import CLIPVisionConfig
+
+        return CLIPVisionConfig(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            hidden_act="quick_gelu",
+        )
+
+
+@dataclass
+class SamConfig:
+    """The MedSAM (SAM ViT) mask head: image encoder, prompt encoder and mask decoder."""
+
+    image_size: int = 1024
+    patch_size: int = 16
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    prompt_dim: int = 256
+    decoder_mlp_dim: int = 2048
+    decoder_layers: int = 2
+    decoder_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    def to_hf(self):
+        from transformers import SamConfig as HFSamConfig
+        from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+        vision = SamVisionConfig(
+            hidden_size=self.hidden_size,
+            output_channels=self.prompt_dim,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            window_size=self.window_size,
+            global_attn_indexes=list(self.global_attn_indexes),
+            num_pos_feats=self.prompt_dim // 2,
+        )
+        prompt = SamPromptEncoderConfig(
+            hidden_size=self.prompt_dim, image_size=self.image_size, patch_size=self.patch_size
+        )
+        decoder = SamMaskDecoderConfig(
+            hidden_size=self.prompt_dim,
+            mlp_dim=self.decoder_mlp_dim,
+            num_hidden_layers=self.decoder_layers,
+            num_attention_heads=self.decoder_heads,
+            iou_head_hidden_dim=self.iou_head_hidden_dim,
+        )
+        return HFSamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model (paper: rank 8, alpha 16, dropout 0.05 on q_proj/v_proj)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass
+class LossWeights:
+    """Weights of the training objective (reference code; eq. 4 and eq. 5 of the paper)."""
+
+    ce: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+    box: float = 2.0  # applied to L1 + GIoU
+    js: float = 2.0
+    mse: float = 1.0
+
+
+@dataclass
+class MediSeeConfig:
+    """The whole model. ``candidate_tokens`` are in answer order; the routers see them in
+    ``router_input_order`` (the released weights concatenate [h_BBOX, h_SEG])."""
+
+    name: str = "medisee-7b"
+    text: TextConfig = field(default_factory=TextConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    candidate_tokens: tuple[str, ...] = ("[SEG]", "[BBOX]")
+    router_input_order: tuple[str, ...] = ("[BBOX]", "[SEG]")
+    router_hidden: int = 1024
+    box_hidden: int = 512
+    image_token: str = "<image>"
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    loss: LossWeights = field(default_factory=LossWeights)
+    score_threshold: float = 0.5
+    max_new_tokens: int = 128
+    tokenizer: str | None = None  # folder of the tokenizer; relative paths resolve against the checkpoint
+
+    def __post_init__(self) -> None:
+        if sorted(self.router_input_order) != sorted(self.candidate_tokens):
+            raise ValueError("router_input_order must be a permutation of candidate_tokens")
+        if len(set(self.candidate_tokens)) != len(self.candidate_tokens) or len(self.candidate_tokens) < 1:
+            raise ValueError("candidate_tokens must be one or more distinct tokens")
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidate_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MediSeeConfig":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MediSee config keys: {sorted(unknown)}")
+        nested = {"text": TextConfig, "clip": ClipConfig, "sam": SamConfig, "loss": LossWeights}
+        for key, sub in nested.items():
+            if key in data:
+                data[key] = _build(sub, data[key])
+        if data.get("lora") is not None:
+            data["lora"] = _build(LoraSettings, data["lora"])
+        for key in ("candidate_tokens", "router_input_order"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MediSeeConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _build(cls: type, data: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+def _tiny() -> MediSeeConfig:
+    """Same architecture at small widths: a CPU forward pass in well under a second."""
+    return MediSeeConfig(
+        name="tiny",
+        text=TextConfig(
+            vocab_size=2048,
+            hidden_size=128,
+            intermediate_size=384,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rope_theta=10_000.0,
+        ),
+        clip=ClipConfig(
+            image_size=112, patch_size=14, hidden_size=96, intermediate_size=384,
+            num_hidden_layers=4, num_attention_heads=4,
+        ),
+        sam=SamConfig(
+            image_size=256, patch_size=8, hidden_size=96, num_hidden_layers=4,
+            num_attention_heads=4, window_size=8, global_attn_indexes=(1, 3),
+            prompt_dim=64, decoder_mlp_dim=256, decoder_layers=2, decoder_heads=4,
+            iou_head_hidden_dim=64,
+        ),
+        router_hidden=128,
+        box_hidden=128,
+        max_new_tokens=48,
+        tokenizer="tokenizer",
+    )
+
+
+def _medisee_7b() -> MediSeeConfig:
+    """The paper's sizes: LLaVA-Med v1.5 (Mistral-7B) + CLIP ViT-L/14-336 + MedSAM ViT-B."""
+    return MediSeeConfig(name="medisee-7b")
+
+
+PRESETS = {"tiny": _tiny, "medisee-7b": _medisee_7b}
+
+
+def preset(name: str) -> MediSeeConfig:
+    """A fresh config for a named preset."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

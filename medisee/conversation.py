@@ -1,0 +1,109 @@
+"""Prompt templates and answer parsing.
+
+The prompt follows LLaVA's "mistral_instruct" conversation with an empty system prompt:
+``<s>[INST] <image>\\n{query} [/INST] {answer}</s>``. The image placeholder is not a
+vocabulary token: the encoder splits the text around it and records where the projected
+image features go, so any tokenizer (the real Mistral one or the tiny preset's) works.
+
+Answers carry the candidate tokens: ``Sure, it is [SEG] and [BBOX]. {explanation}``; with
+several entities each group is ``<p>phrase</p> [SEG] and [BBOX]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+IGNORE_INDEX = -100
+IMAGE_PLACEHOLDER = "<image>"
+ANSWER_PREFIX = "Sure, it is {tokens}."
+
+
+def user_turn(query: str) -> str:
+    """The user's message with the image placeholder in front, as LLaVA puts it."""
+    return f"{IMAGE_PLACEHOLDER}\n{query.strip()}"
+
+
+def candidate_phrase(candidate_tokens: tuple[str, ...]) -> str:
+    """``[SEG] and [BBOX]`` for the default two candidates, ``[A], [B] and [C]`` for more."""
+    if len(candidate_tokens) == 1:
+        return candidate_tokens[0]
+    return ", ".join(candidate_tokens[:-1]) + " and " + candidate_tokens[-1]
+
+
+def answer_prefix(candidate_tokens: tuple[str, ...]) -> str:
+    """The answer opening that the mask-only fast path teacher-forces."""
+    return ANSWER_PREFIX.format(tokens=candidate_phrase(candidate_tokens))
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids of one conversation. ``image_at`` is the index where ``num_image_tokens``
+    image features are inserted; ``answer_start`` is the first answer position (after the
+    image is inserted), or ``len(ids)`` when there is no answer."""
+
+    input_ids: list[int]
+    image_at: int
+    num_image_tokens: int
+    answer_start: int
+    labels: list[int] = field(default_factory=list)
+
+
+class PromptEncoder:
+    """Turns (query, answer) pairs into token ids with the image slot marked."""
+
+    def __init__(self, tokenizer, num_image_tokens: int, placeholder_id: int = 0) -> None:
+        self.tokenizer = tokenizer
+        self.num_image_tokens = num_image_tokens
+        self.placeholder_id = placeholder_id
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def encode(self, query: str, answer: str | None = None) -> EncodedPrompt:
+        before, after = user_turn(query).split(IMAGE_PLACEHOLDER, 1)
+        head = [self.tokenizer.bos_token_id] + self._ids("[INST] " + before)
+        tail = self._ids(after + " [/INST]")
+        image = [self.placeholder_id] * self.num_image_tokens
+        prompt = head + image + tail
+        labels = [IGNORE_INDEX] * len(prompt)
+        answer_start = len(prompt)
+        if answer is not None:
+            answer_ids = self._ids(" " + answer.strip()) + [self.tokenizer.eos_token_id]
+            prompt = prompt + answer_ids
+            labels = labels + answer_ids
+        return EncodedPrompt(prompt, len(head), self.num_image_tokens, answer_start, labels)
+
+
+_GROUP = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+
+
+@dataclass
+class ParsedAnswer:
+    """An answer split into its explanation text and the phrases of its grounded groups."""
+
+    text: str
+    phrases: list[str]
+
+
+def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer:
+    """Readable text (candidate tokens and tags removed) and one phrase per grounded group.
+
+    Groups are counted by the first candidate token; a ``<p>..</p>`` phrase before a group
+    names it. Malformed output (unmatched tags, fewer phrases than groups) never raises:
+    missing phrases are empty strings, stray tags are dropped.
+    """
+    lead = candidate_tokens[0]
+    pieces = answer.split(lead)
+    phrases = []
+    for before in pieces[:-1]:
+        found = _GROUP.findall(before)
+        phrases.append(found[-1].strip() if found else "")
+    text = answer
+    for token in candidate_tokens:
+        text = text.replace(token, "")
+    text = _GROUP.sub(lambda m: m.group(1), text)
+    text = text.replace("<p>", "").replace("</p>", "")
+    text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
+    text = re.sub(r"\b(and|,)\s*([.])", r"\2", text)
+    return ParsedAnswer(text=text, phrases=phrases)

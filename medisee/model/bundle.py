@@ -1,0 +1,184 @@
+"""``MediSee``: the model together with its tokenizer and image preprocessing.
+
+This is what a checkpoint folder holds and what the predictor and the training code use:
+images in (uint8, already windowed), token batches, and the full training loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import losses
+from ..config import MediSeeConfig
+from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
+from ..tokenizer import candidate_token_ids
+from .medisee import ImageEncoding, MediSeeModel
+from .preprocess import clip_preprocess, sam_preprocess, to_rgb_tensor
+
+
+@dataclass
+class TokenBatch:
+    """Padded conversations. ``answer_start`` (B,) is where each row's answer begins."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    image_mask: torch.Tensor  # (B, T) True where image features go
+    labels: torch.Tensor  # (B, T), IGNORE_INDEX outside the answer
+    answer_start: torch.Tensor  # (B,)
+
+
+@dataclass
+class TrainingSample:
+    """One supervised conversation: ``answer`` holds one candidate-token group per target,
+    ``masks`` (g, H, W) and ``boxes`` (g, 4; normalised xyxy) follow the same order.
+    ``plain_query`` (a non-reasoning label query) enables the fine-tuning similarity loss."""
+
+    image: np.ndarray
+    query: str
+    answer: str
+    masks: np.ndarray
+    boxes: np.ndarray
+    plain_query: str | None = None
+
+
+class MediSee:
+    def __init__(self, config: MediSeeConfig, tokenizer, model: MediSeeModel | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        ids = candidate_token_ids(tokenizer, config.candidate_tokens)
+        if len(tokenizer) > config.text.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {config.text.vocab_size}"
+            )
+        self.model = model if model is not None else MediSeeModel(config, ids)
+        if self.model.candidate_token_ids != ids:
+            raise ValueError(f"model candidate ids {self.model.candidate_token_ids} != tokenizer ids {ids}")
+        self.prompts = PromptEncoder(tokenizer, config.clip.num_patches, placeholder_id=tokenizer.unk_token_id or 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.text_hidden_fcs[0].weight.dtype
+
+    # -- images ---------------------------------------------------------------------------
+    def prepare_images(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+        """uint8 images (H, W) or (H, W, 3), any sizes -> SAM pixels, CLIP pixels, resized
+        and original sizes."""
+        sam_cfg, clip_cfg = self.config.sam, self.config.clip
+        sam, clip, resized, original = [], [], [], []
+        for image in images:
+            rgb = to_rgb_tensor(image).unsqueeze(0)
+            pixels, size = sam_preprocess(rgb, sam_cfg.image_size, sam_cfg.mean, sam_cfg.std)
+            sam.append(pixels)
+            clip.append(clip_preprocess(rgb, clip_cfg.image_size, clip_cfg.mean, clip_cfg.std, clip_cfg.pad_to_square))
+            resized.append(size)
+            original.append(tuple(rgb.shape[-2:]))
+        device, dtype = self.device, self.dtype
+        return torch.cat(sam).to(device, dtype), torch.cat(clip).to(device, dtype), resized, original
+
+    def encode_images(self, images: list[np.ndarray]) -> ImageEncoding:
+        return self.model.encode_images(*self.prepare_images(images))
+
+    # -- text -----------------------------------------------------------------------------
+    def tokenize(self, conversations: list[tuple[str, str | None]], padding_side: str = "right") -> TokenBatch:
+        """(query, answer or None) pairs -> a padded batch (left padding for generation)."""
+        encoded = [self.prompts.encode(q, a) for q, a in conversations]
+        return pad_prompts(encoded, self.tokenizer.pad_token_id, padding_side, self.device)
+
+    # -- training -------------------------------------------------------------------------
+    def loss(self, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
+        """Every loss term and their weighted ``total`` for a batch of samples.
+
+        The similarity terms (eq. 5) are present when every sample has a ``plain_query``."""
+        images = self.encode_images([s.image for s in samples])
+        tokens = self.tokenize([(s.query, s.answer) for s in samples])
+        fwd = self.model(images, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                         answer_start=tokens.answer_start)
+        terms = self._supervised_terms(fwd, tokens, samples)
+        if all(s.plain_query for s in samples):
+            terms.update(self._similarity_terms(fwd, tokens, images, samples))
+        terms["total"] = losses.combine(terms, self.config.loss)
+        return terms
+
+    def _supervised_terms(self, fwd, tokens: TokenBatch, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
+        lm = self.model.mllm
+        targets = tokens.labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        logits = lm.logits(fwd.hidden[:, :-1][supervised])
+        terms = {"ce": losses.text_ce_loss(logits, targets[supervised])}
+        gt_masks, gt_boxes = self._group_targets(fwd.groups, samples)
+        outputs = fwd.outputs
+        if gt_masks:
+            terms["bce"] = torch.stack([losses.mask_bce_loss(p[None], t[None]) for p, t in zip(outputs.mask_logits, gt_masks)]).mean()
+            terms["dice"] = torch.stack([losses.mask_dice_loss(p[None], t[None]) for p, t in zip(outputs.mask_logits, gt_masks)]).mean()
+            terms["l1"], terms["giou"] = losses.box_loss(outputs.boxes, torch.stack(gt_boxes))
+        return terms
+
+    def _group_targets(self, groups, samples: list[TrainingSample]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Ground truth in group order (rows ascending, then occurrence in the answer)."""
+        counts = torch.bincount(groups.rows, minlength=len(samples)).tolist() if len(groups) else [0] * len(samples)
+        masks, boxes = [], []
+        for row, sample in enumerate(samples):
+            if counts[row] != len(sample.masks) or len(sample.masks) != len(sample.boxes):
+                raise ValueError(
+                    f"sample {row}: the answer has {counts[row]} grounded groups but "
+                    f"{len(sample.masks)} masks and {len(sample.boxes)} boxes were given"
+                )
+            for mask, box in zip(sample.masks, sample.boxes):
+                masks.append(torch.as_tensor(np.asarray(mask), device=self.device).float())
+                boxes.append(torch.as_tensor(np.asarray(box, dtype=np.float32), device=self.device))
+        return masks, boxes
+
+    def _similarity_terms(self, fwd, tokens: TokenBatch, images: ImageEncoding, samples) -> dict[str, torch.Tensor]:
+        from ..conversation import answer_prefix
+
+        plain_answers = []
+        for s in samples:
+            n = len(s.masks)
+            plain_answers.append(" ".join([answer_prefix(self.config.candidate_tokens)] * max(n, 1)))
+        plain = self.tokenize([(s.plain_query, a) for s, a in zip(samples, plain_answers)])
+        plain_fwd = self.model(images, plain.input_ids, plain.attention_mask, plain.image_mask,
+                               answer_start=plain.answer_start)
+        if len(plain_fwd.groups) != len(fwd.groups):
+            raise ValueError("the plain query must ground the same number of targets as the reasoning query")
+        reasoning_sim = self._group_similarity(fwd, tokens)
+        plain_sim = self._group_similarity(plain_fwd, plain)
+        js, mse = losses.similarity_loss(reasoning_sim, plain_sim)
+        return {"js": js, "mse": mse}
+
+    @staticmethod
+    def _group_similarity(fwd, tokens: TokenBatch) -> torch.Tensor:
+        rows = fwd.groups.rows
+        image_states = torch.stack([fwd.hidden[r][tokens.image_mask[r]] for r in rows.tolist()])
+        return losses.similarity_map(image_states, fwd.outputs.seg_states)
+
+
+def pad_prompts(encoded: list[EncodedPrompt], pad_id: int, padding_side: str, device) -> TokenBatch:
+    """Pad token ids, masks and labels to a common length."""
+    if padding_side not in ("left", "right"):
+        raise ValueError("padding_side must be 'left' or 'right'")
+    length = max(len(e.input_ids) for e in encoded)
+    ids, attention, image, labels, starts = [], [], [], [], []
+    for e in encoded:
+        pad = length - len(e.input_ids)
+        image_row = [False] * len(e.input_ids)
+        image_row[e.image_at : e.image_at + e.num_image_tokens] = [True] * e.num_image_tokens
+        row_labels = e.labels if e.labels else [IGNORE_INDEX] * len(e.input_ids)
+        offset = pad if padding_side == "left" else 0
+
+        def padded(values, fill):
+            return [fill] * pad + values if padding_side == "left" else values + [fill] * pad
+
+        ids.append(padded(e.input_ids, pad_id))
+        attention.append(padded([1] * len(e.input_ids), 0))
+        image.append(padded(image_row, False))
+        labels.append(padded(row_labels, IGNORE_INDEX))
+        starts.append(e.answer_start + offset)
+    t = lambda x, dt: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
+    return TokenBatch(t(ids, torch.long), t(attention, torch.long), t(image, torch.bool), t(labels, torch.long), t(starts, torch.long))

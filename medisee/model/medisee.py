@@ -1,0 +1,212 @@
+"""MediSee: the MLLM, the two routers, the seg projection, the box decoder and the MedSAM
+head composed in one place (paper section 4, eq. 1-3).
+
+Tensor conventions: a batch has B conversations (rows) over I images; ``image_index``
+maps rows to images. A grounded group is the k-th occurrence of every candidate token in
+a row; its candidate states are the final-layer states at the positions just before each
+token (the states that predict them). Boxes are normalised (cx, cy, w, h) relative to the
+image's width/height; SAM prompts are in the SAM input frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import MediSeeConfig
+from .box_head import BoxDecoder, cxcywh_to_xyxy
+from .fusion import CandidateRouter
+from .mllm import LlavaMLLM
+from .seg_head import MaskHead
+
+
+@dataclass
+class ImageEncoding:
+    """Both vision branches' outputs for I images (cacheable: they do not depend on text)."""
+
+    sam: torch.Tensor  # (I, C, e, e) SAM image embeddings
+    clip: torch.Tensor  # (I, N, H) projected CLIP patch features
+    resized: list[tuple[int, int]]  # per image, (h, w) after resize-longest-side
+    original: list[tuple[int, int]]  # per image, (H, W)
+
+
+@dataclass
+class Groups:
+    """Grounded groups found in the token ids: G groups, n candidates each."""
+
+    rows: torch.Tensor  # (G,) row of each group
+    positions: torch.Tensor  # (G, n) position of each candidate token, in candidate order
+
+    def __len__(self) -> int:
+        return int(self.rows.numel())
+
+
+@dataclass
+class GroupOutputs:
+    """Per-group predictions (G groups)."""
+
+    seg_embeddings: torch.Tensor  # (G, C)
+    seg_states: torch.Tensor  # (G, H) router R_s output, before the projection
+    boxes: torch.Tensor  # (G, 4) normalised cx, cy, w, h
+    router_seg_weights: torch.Tensor  # (G, n)
+    router_box_weights: torch.Tensor  # (G, n)
+    mask_logits: list[torch.Tensor] = field(default_factory=list)  # each (H_i, W_i)
+    mask_quality: torch.Tensor | None = None  # (G,) SAM IoU prediction
+
+
+class MediSeeModel(nn.Module):
+    def __init__(self, config: MediSeeConfig, candidate_token_ids: tuple[int, ...]) -> None:
+        super().__init__()
+        if len(candidate_token_ids) != config.num_candidates:
+            raise ValueError(
+                f"expected {config.num_candidates} candidate token ids, got {len(candidate_token_ids)}"
+            )
+        self.config = config
+        self.candidate_token_ids = tuple(int(i) for i in candidate_token_ids)
+        order = [config.candidate_tokens.index(t) for t in config.router_input_order]
+        self.register_buffer("router_order", torch.tensor(order), persistent=False)
+        hidden = config.text.hidden_size
+        n = config.num_candidates
+        self.mllm = LlavaMLLM(config)
+        self.router_seg = CandidateRouter(hidden, n, config.router_hidden)
+        self.router_box = CandidateRouter(hidden, n, config.router_hidden)
+        self.text_hidden_fcs = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, config.sam.prompt_dim)
+        )
+        self.bbox_decoder = BoxDecoder(hidden, config.box_hidden)
+        self.mask_head = MaskHead(config.sam)
+        if config.lora is not None:
+            from .trainable import inject_lora
+
+            inject_lora(self, config.lora)
+
+    # -- vision ---------------------------------------------------------------------------
+    def encode_images(
+        self,
+        sam_pixels: torch.Tensor,
+        clip_pixels: torch.Tensor,
+        resized: list[tuple[int, int]],
+        original: list[tuple[int, int]],
+    ) -> ImageEncoding:
+        """Both image encoders; gradients flow only when an encoder is being trained."""
+        encoders = (self.mask_head.sam.vision_encoder, self.mllm.vision_tower, self.mllm.mm_projector)
+        needs_grad = torch.is_grad_enabled() and any(
+            p.requires_grad for module in encoders for p in module.parameters()
+        )
+        with torch.set_grad_enabled(needs_grad):
+            return ImageEncoding(
+                sam=self.mask_head.encode_image(sam_pixels),
+                clip=self.mllm.encode_images(clip_pixels),
+                resized=list(resized),
+                original=list(original),
+            )
+
+    # -- candidate tokens -----------------------------------------------------------------
+    def find_groups(self, input_ids: torch.Tensor, start: torch.Tensor | None = None) -> Groups:
+        """Group the candidate tokens of each row; positions before ``start`` (B,) are
+        ignored. Unequal counts (malformed output) keep only the complete groups."""
+        rows, positions = [], []
+        for row in range(input_ids.shape[0]):
+            found = []
+            for token_id in self.candidate_token_ids:
+                pos = (input_ids[row] == token_id).nonzero().flatten()
+                if start is not None:
+                    pos = pos[pos >= start[row]]
+                found.append(pos)
+            count = min(len(p) for p in found)
+            for k in range(count):
+                rows.append(row)
+                positions.append(torch.stack([p[k] for p in found]))
+        device = input_ids.device
+        if not rows:
+            n = len(self.candidate_token_ids)
+            return Groups(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, n, dtype=torch.long, device=device))
+        return Groups(torch.tensor(rows, device=device), torch.stack(positions))
+
+    def decode_groups(self, hidden: torch.Tensor, groups: Groups) -> GroupOutputs:
+        """Routers, seg projection and box decoder on the groups' candidate states.
+
+        ``hidden`` (B, T, H) holds final-layer states; a candidate at position p uses
+        ``hidden[row, p - 1]``."""
+        states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]  # (G, n, H)
+        return self.decode_candidate_states(states)
+
+    def decode_candidate_states(self, states: torch.Tensor) -> GroupOutputs:
+        """(G, n, H) candidate states in candidate order -> group outputs."""
+        routed = states[:, self.router_order]
+        seg_state, seg_w = self.router_seg(routed)
+        box_state, box_w = self.router_box(routed)
+        return GroupOutputs(
+            seg_embeddings=self.text_hidden_fcs(seg_state),
+            seg_states=seg_state,
+            boxes=self.bbox_decoder(box_state),
+            router_seg_weights=seg_w,
+            router_box_weights=box_w,
+        )
+
+    # -- masks ----------------------------------------------------------------------------
+    def predict_masks(
+        self,
+        images: ImageEncoding,
+        image_of_group: torch.Tensor,
+        outputs: GroupOutputs,
+        prompt_boxes: torch.Tensor | None = None,
+        prompt_points: torch.Tensor | None = None,
+    ) -> GroupOutputs:
+        """Fill ``outputs.mask_logits`` (original resolution) and ``mask_quality``.
+
+        The box prompt is the predicted box unless ``prompt_boxes`` (G, 4, normalised
+        xyxy) overrides it; ``prompt_points`` (G, P, 2) are normalised (x, y) clicks."""
+        from .preprocess import postprocess_masks
+
+        if len(image_of_group) == 0:
+            outputs.mask_logits, outputs.mask_quality = [], outputs.boxes.new_zeros(0)
+            return outputs
+        scale = torch.tensor(
+            [[images.resized[i][1], images.resized[i][0]] for i in image_of_group.tolist()],
+            dtype=outputs.boxes.dtype, device=outputs.boxes.device,
+        )  # (G, 2) as (w, h) of the resized image
+        boxes_norm = cxcywh_to_xyxy(outputs.boxes) if prompt_boxes is None else prompt_boxes.to(outputs.boxes)
+        boxes = boxes_norm * scale.repeat(1, 2)
+        points = None if prompt_points is None else prompt_points.to(scale) * scale.unsqueeze(1)
+        low_res, quality = self.mask_head.decode(
+            images.sam[image_of_group], outputs.seg_embeddings, boxes, points
+        )
+        size = self.config.sam.image_size
+        outputs.mask_logits = [
+            postprocess_masks(low_res[g : g + 1], size, images.resized[i], images.original[i])[0]
+            for g, i in enumerate(image_of_group.tolist())
+        ]
+        outputs.mask_quality = quality[:, 0]
+        return outputs
+
+    # -- the whole forward pass (training and teacher-forced inference) ---------------------
+    def forward(
+        self,
+        images: ImageEncoding,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        answer_start: torch.Tensor | None = None,
+    ) -> "ForwardOutputs":
+        """Teacher-forced pass over full conversations. Returns the final-layer states and
+        the per-group predictions; losses are computed from these by ``medisee.losses``."""
+        if image_index is None:
+            image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+        embeds = self.mllm.embed(input_ids, image_mask, images.clip[image_index])
+        hidden = self.mllm.hidden_states(embeds, attention_mask)
+        groups = self.find_groups(input_ids, answer_start)
+        outputs = self.decode_groups(hidden, groups)
+        outputs = self.predict_masks(images, image_index[groups.rows], outputs)
+        return ForwardOutputs(hidden=hidden, groups=groups, outputs=outputs, image_index=image_index)
+
+
+@dataclass
+class ForwardOutputs:
+    hidden: torch.Tensor  # (B, T, H) final-layer states
+    groups: Groups
+    outputs: GroupOutputs
+    image_index: torch.Tensor  # (B,)

@@ -1,0 +1,95 @@
+"""The LLaVA-style multimodal language model on ``transformers``.
+
+CLIP vision tower -> features of layer ``feature_layer`` without CLS -> 2-layer GELU
+projector -> spliced into the Mistral input embeddings at the image slot. Kept as three
+plain submodules (not ``LlavaForConditionalGeneration``) so the image slot needs no
+vocabulary entry and projected image features can be cached and reused across queries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import CLIPVisionModel, DynamicCache, MistralForCausalLM
+
+from ..config import MediSeeConfig
+
+
+class LlavaMLLM(nn.Module):
+    def __init__(self, config: MediSeeConfig) -> None:
+        super().__init__()
+        self.feature_layer = config.clip.feature_layer
+        self.vision_tower = CLIPVisionModel(config.clip.to_hf())
+        hidden = config.text.hidden_size
+        self.mm_projector = nn.Sequential(
+            nn.Linear(config.clip.hidden_size, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
+        self.language_model = MistralForCausalLM(config.text.to_hf())
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, s, s) CLIP pixels -> projected patch features (B, num_patches, hidden).
+
+        Only the layers up to ``feature_layer`` run: the last layer's output is never used."""
+        vision = self.vision_tower
+        x = vision.embeddings(pixel_values.to(self.mm_projector[0].weight.dtype))
+        x = vision.pre_layrnorm(x)
+        layers = vision.encoder.layers
+        keep = len(layers) + 1 + self.feature_layer if self.feature_layer < 0 else self.feature_layer
+        for layer in layers[:keep]:
+            x = layer(x, None)
+            x = x[0] if isinstance(x, tuple) else x
+        return self.mm_projector(x[:, 1:])
+
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the image slot (``image_mask`` True) filled by the features.
+
+        input_ids/image_mask: (B, T); image_features: (B, N, H) with N = image_mask.sum(1)."""
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
+
+    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final-layer states after the final norm, (B, T, H)."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.language_model.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.language_model.lm_head(hidden)
+
+    @torch.no_grad()
+    def greedy_generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Greedy decoding with a KV cache over left-padded prompts.
+
+        Returns generated ids (B, L), the final-layer state that predicted each of them
+        (B, L, H) and each token's probability (B, L). Rows that finished are padded with eos.
+        """
+        lm = self.language_model
+        cache = DynamicCache(config=lm.config)
+        mask = attention_mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_input = inputs_embeds
+        ids, states, probs = [], [], []
+        done = torch.zeros(inputs_embeds.shape[0], dtype=torch.bool, device=inputs_embeds.device)
+        for _ in range(max_new_tokens):
+            out = lm.model(
+                inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )
+            state = out.last_hidden_state[:, -1]
+            p = torch.softmax(lm.lm_head(state).float(), dim=-1)
+            prob, token = p.max(dim=-1)
+            token = torch.where(done, torch.full_like(token, eos_token_id), token)
+            ids.append(token)
+            states.append(state)
+            probs.append(prob)
+            done = done | (token == eos_token_id)
+            if bool(done.all()):
+                break
+            step_input = lm.get_input_embeddings()(token).unsqueeze(1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+        return torch.stack(ids, 1), torch.stack(states, 1), torch.stack(probs, 1)

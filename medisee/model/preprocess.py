@@ -1,0 +1,83 @@
+"""Image preprocessing for the two vision branches (SAM/MedSAM and CLIP).
+
+Inputs are display-ready uint8 images (already windowed): tensors of shape (B, 3, H, W).
+Everything runs in torch so a batch of slices is prepared in one call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """SAM's resize-longest-side target shape (same rounding as segment-anything)."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def sam_preprocess(
+    images: torch.Tensor, long_side: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Resize the longest side to ``long_side``, normalise on the 0-255 scale, zero-pad
+    bottom/right to a square. Returns the pixels and the resized (h, w) before padding."""
+    _, _, h, w = images.shape
+    new_h, new_w = resized_shape(h, w, long_side)
+    x = images.float()
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - mean_t) / std_t
+    x = F.pad(x, (0, long_side - new_w, 0, long_side - new_h))
+    return x, (new_h, new_w)
+
+
+def clip_preprocess(
+    images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...], pad_to_square: bool
+) -> torch.Tensor:
+    """CLIP input at ``size``: pad to a square with the mean colour (LLaVA's expand2square),
+    or resize the short side and centre-crop as the CLIP processor does."""
+    x = images.float() / 255.0
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    _, _, h, w = x.shape
+    if pad_to_square:
+        side = max(h, w)
+        canvas = mean_t.expand(x.shape[0], 3, side, side).clone()
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[:, :, top : top + h, left : left + w] = x
+        x = canvas
+    else:
+        scale = size / min(h, w)
+        x = F.interpolate(
+            x, size=(max(size, round(h * scale)), max(size, round(w * scale))),
+            mode="bicubic", align_corners=False, antialias=True,
+        )
+        _, _, h2, w2 = x.shape
+        top, left = (h2 - size) // 2, (w2 - size) // 2
+        x = x[:, :, top : top + size, left : left + size]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return (x.clamp(0, 1) - mean_t) / std_t
+
+
+def postprocess_masks(
+    low_res: torch.Tensor, input_size: int, resized: tuple[int, int], original: tuple[int, int]
+) -> torch.Tensor:
+    """Low-resolution mask logits (N, 1, h, w) -> logits (N, H, W) at the original size:
+    upsample to the padded square, crop the padding, resize to the original."""
+    x = F.interpolate(low_res.float(), size=(input_size, input_size), mode="bilinear", align_corners=False)
+    x = x[..., : resized[0], : resized[1]]
+    x = F.interpolate(x, size=original, mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+def to_rgb_tensor(image_u8) -> torch.Tensor:
+    """A (H, W) or (H, W, 3) uint8 array -> (3, H, W) uint8 tensor."""
+    t = torch.as_tensor(image_u8)
+    if t.ndim == 2:
+        t = t.unsqueeze(-1).expand(*t.shape, 3)
+    if t.ndim != 3 or t.shape[-1] != 3:
+        raise ValueError(f"expected a 2D grayscale or RGB image, got shape {tuple(t.shape)}")
+    return t.permute(2, 0, 1).contiguous()

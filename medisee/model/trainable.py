@@ -1,0 +1,64 @@
+"""Which parameters train (paper section 4.3): LoRA on the language model's attention,
+full training of lm_head, embed_tokens, mask decoder, seg projection, box decoder and
+both routers; CLIP tower, projector, SAM image and prompt encoders frozen."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import LoraSettings
+
+FULLY_TRAINED = (
+    "mllm.language_model.lm_head.",
+    "mllm.language_model.model.embed_tokens.",
+    "mask_head.sam.mask_decoder.",
+    "text_hidden_fcs.",
+    "bbox_decoder.",
+    "router_seg.",
+    "router_box.",
+)
+
+
+def inject_lora(model: nn.Module, settings: LoraSettings) -> None:
+    """Add (un-merged) LoRA adapters to the language model's target projections only.
+
+    Uses peft in place, so parameter names become ``...q_proj.base_layer.weight`` and
+    ``...q_proj.lora_A.default.weight``; CLIP's own q/v projections stay untouched."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    inject_adapter_in_model(config, model.mllm.language_model.model)
+
+
+def configure_trainable(model: nn.Module, train_encoders: bool = False) -> list[str]:
+    """Set ``requires_grad`` per the paper and return the names of trainable parameters.
+
+    ``train_encoders`` unfreezes CLIP, the projector, the whole language model and SAM's
+    encoders: only for presets trained from scratch (the tiny model), never for presets
+    that load pretrained weights."""
+    names = []
+    for name, param in model.named_parameters():
+        trainable = "lora_" in name or name.startswith(FULLY_TRAINED)
+        if train_encoders:
+            trainable = True
+        param.requires_grad_(trainable)
+        if trainable:
+            names.append(name)
+    return names
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of distinct parameters (tied tensors count once)."""
+    seen, total = set(), 0
+    for param in module.parameters():
+        if id(param) in seen or (trainable_only and not param.requires_grad):
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total
