@@ -76,6 +76,8 @@ class PromptEncoder:
 
 
 _GROUP = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+# template openings left empty once the candidate tokens are removed ("Sure, it is.")
+_OPENER = re.compile(r"^(?:sure,?\s*)?(?:it is|the segmentation and bounding box result is)?\s*[.,]\s*", re.IGNORECASE)
 
 
 @dataclass
@@ -99,11 +101,10 @@ def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer
     for before in pieces[:-1]:
         found = _GROUP.findall(before)
         phrases.append(found[-1].strip() if found else "")
-    text = answer
-    for token in candidate_tokens:
-        text = text.replace(token, "")
-    text = _GROUP.sub(lambda m: m.group(1), text)
+    alternatives = "|".join(re.escape(t) for t in candidate_tokens)
+    tokens = rf"\s*(?:{alternatives})(?:\s*(?:,|and)?\s*(?:{alternatives}))*"
+    text = _GROUP.sub(lambda m: m.group(1), re.sub(tokens, "", answer))
     text = text.replace("<p>", "").replace("</p>", "")
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
-    text = re.sub(r"\b(and|,)\s*([.])", r"\2", text)
+    text = _OPENER.sub("", text).strip()
     return ParsedAnswer(text=text, phrases=phrases)

@@ -1,0 +1,364 @@
+"""``Predictor``: image + query (+ box or point) -> ``Prediction``.
+
+Initialised once from a model, then called many times. The two image encoders (SAM and
+CLIP) depend only on the pixels, so their outputs are cached per slice: a second question
+about the same slice runs only the language model and the decoders. Slices of a volume
+are processed in batches. Two modes:
+
+- ``full``: greedy generation of the answer text; candidate tokens in the generated text
+  are grounded (explanation + masks).
+- ``fast``: mask-only; the answer prefix that carries the candidate tokens
+  ("Sure, it is [SEG] and [BBOX].") is teacher-forced in one forward pass, no generation.
+
+Each entity's ``score`` is the probability the language model gives to emitting the first
+candidate token of its group; below ``score_threshold`` (or with an empty mask) the entity
+is dropped, so "no target found" is an empty entity list rather than a forced mask.
+Coordinates: boxes are (x0, y0, x1, y1) in pixels with x along columns; points are (x, y).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .conversation import answer_prefix, parse_answer
+from .model import ImageEncoding, MediSee
+from .model.box_head import cxcywh_to_xyxy
+
+MAX_QUERY_CHARS = 2000
+MODES = ("full", "fast")
+
+
+class PredictionInputError(ValueError):
+    """A request the predictor cannot answer (the message says why, for the user)."""
+
+
+@dataclass
+class Entity:
+    phrase: str
+    mask: np.ndarray  # bool (H, W), the slice's resolution
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    score: float  # probability of the grounding token
+    mask_quality: float  # the mask decoder's own IoU estimate
+    router_weights: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    answer: str
+    entities: list[Entity]
+    slice_index: int | None = None
+    raw_answer: str = ""
+
+
+@dataclass
+class PromptInputs:
+    """Validated visual prompts in pixels, shared by every slice of a request."""
+
+    box: tuple[float, float, float, float] | None = None
+    point: tuple[float, float] | None = None
+
+
+class EmbeddingCache:
+    """LRU cache of per-slice image encodings keyed by the slice's pixels."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[str, ImageEncoding] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(image: np.ndarray) -> str:
+        digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+        digest.update(str((image.shape, image.dtype.str)).encode())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> ImageEncoding | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, value: ImageEncoding) -> None:
+        if self.capacity <= 0:
+            return
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class Predictor:
+    def __init__(
+        self,
+        model: MediSee,
+        score_threshold: float | None = None,
+        cache_size: int = 128,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+    ) -> None:
+        self.model = model
+        self.model.model.eval()
+        self.score_threshold = model.config.score_threshold if score_threshold is None else score_threshold
+        self.cache = EmbeddingCache(cache_size)
+        self.batch_size = max(1, batch_size)
+        self.max_new_tokens = max_new_tokens or model.config.max_new_tokens
+
+    # -- public API -----------------------------------------------------------------------
+    def predict(
+        self,
+        image: np.ndarray,
+        query: str,
+        box: Sequence[float] | None = None,
+        point: Sequence[float] | None = None,
+        mode: str = "full",
+    ) -> Prediction:
+        """One 2D uint8 image (H, W) or (H, W, 3)."""
+        return self.predict_slices([image], query, box=box, point=point, mode=mode)[0]
+
+    def predict_volume(
+        self,
+        volume: np.ndarray,
+        query: str,
+        slice_indices: Sequence[int] | None = None,
+        box: Sequence[float] | None = None,
+        point: Sequence[float] | None = None,
+        mode: str = "full",
+        progress=None,
+    ) -> list[Prediction]:
+        """Slices of a uint8 volume (Z, H, W) along its first axis; all slices by default.
+        ``box``/``point`` are in-plane pixel coordinates applied to every slice asked for."""
+        if volume.ndim != 3:
+            raise PredictionInputError(f"expected a volume of shape (slices, height, width), got {volume.shape}")
+        indices = list(range(volume.shape[0])) if slice_indices is None else list(slice_indices)
+        for index in indices:
+            if not 0 <= index < volume.shape[0]:
+                raise PredictionInputError(
+                    f"slice {index} out of range: the volume has {volume.shape[0]} slices (0..{volume.shape[0] - 1})"
+                )
+        predictions = self.predict_slices(
+            [volume[i] for i in indices], query, box=box, point=point, mode=mode, progress=progress
+        )
+        for index, prediction in zip(indices, predictions):
+            prediction.slice_index = index
+        return predictions
+
+    def predict_slices(
+        self,
+        images: Sequence[np.ndarray],
+        query: str,
+        box: Sequence[float] | None = None,
+        point: Sequence[float] | None = None,
+        mode: str = "full",
+        progress=None,
+    ) -> list[Prediction]:
+        """Several 2D images with the same question, in batches of ``batch_size``.
+        ``progress(done, total)`` is called after each batch."""
+        query = validate_query(query)
+        if mode not in MODES:
+            raise PredictionInputError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+        images = [validate_image(image) for image in images]
+        results: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            prompts = [validate_prompts(image.shape[:2], box, point) for image in chunk]
+            with torch.inference_mode():
+                encoding = self._encode(chunk)
+                run = self._run_full if mode == "full" else self._run_fast
+                results.extend(run(encoding, query, prompts))
+            if progress is not None:
+                progress(min(start + len(chunk), len(images)), len(images))
+        return results
+
+    # -- steps ----------------------------------------------------------------------------
+    def _encode(self, images: list[np.ndarray]) -> ImageEncoding:
+        """Image encodings for a batch, computing only the slices not in the cache."""
+        keys = [self.cache.key(image) for image in images]
+        cached = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
+        todo = [k for k, v in cached.items() if v is None]
+        if todo:
+            first = {k: images[keys.index(k)] for k in todo}
+            fresh = self.model.encode_images(list(first.values()))
+            for i, k in enumerate(todo):
+                cached[k] = ImageEncoding(
+                    fresh.sam[i : i + 1], fresh.clip[i : i + 1], fresh.resized[i : i + 1], fresh.original[i : i + 1]
+                )
+                self.cache.put(k, cached[k])
+        parts = [cached[k] for k in keys]
+        return ImageEncoding(
+            sam=torch.cat([p.sam for p in parts]),
+            clip=torch.cat([p.clip for p in parts]),
+            resized=[p.resized[0] for p in parts],
+            original=[p.original[0] for p in parts],
+        )
+
+    def _run_fast(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
+        bundle, model = self.model, self.model.model
+        prefix = answer_prefix(bundle.config.candidate_tokens)
+        tokens = bundle.tokenize([(query, prefix)] * len(prompts))
+        embeds = model.mllm.embed(tokens.input_ids, tokens.image_mask, encoding.clip)
+        hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
+        groups = model.find_groups(tokens.input_ids, tokens.answer_start)
+        states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
+        scores = self._token_probability(states[:, 0], model.candidate_token_ids[0])
+        answers = [""] * len(prompts)
+        return self._ground(encoding, groups.rows, states, scores, answers, [[] for _ in prompts], query, prompts)
+
+    def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
+        bundle, model = self.model, self.model.model
+        tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
+        embeds = model.mllm.embed(tokens.input_ids, tokens.image_mask, encoding.clip)
+        eos = bundle.tokenizer.eos_token_id
+        ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos)
+        groups = model.find_groups(ids)
+        # a generated token at step k was predicted by step k's state: no shift needed
+        states = step_states[groups.rows.unsqueeze(1), groups.positions]
+        scores = probs[groups.rows, groups.positions[:, 0]]
+        raw, parsed = [], []
+        for row in range(len(prompts)):
+            row_ids = ids[row].tolist()
+            row_ids = row_ids[: row_ids.index(eos)] if eos in row_ids else row_ids
+            text = bundle.tokenizer.decode(row_ids, skip_special_tokens=False)
+            raw.append(text)
+            parsed.append(parse_answer(text, bundle.config.candidate_tokens))
+        return self._ground(
+            encoding, groups.rows, states, scores, [p.text for p in parsed], [p.phrases for p in parsed],
+            query, prompts, raw,
+        )
+
+    def _token_probability(self, states: torch.Tensor, token_id: int) -> torch.Tensor:
+        if states.shape[0] == 0:
+            return states.new_zeros(0)
+        logits = self.model.model.mllm.logits(states).float()
+        return torch.softmax(logits, dim=-1)[:, token_id]
+
+    def _ground(
+        self,
+        encoding: ImageEncoding,
+        rows: torch.Tensor,
+        states: torch.Tensor,
+        scores: torch.Tensor,
+        answers: list[str],
+        phrases: list[list[str]],
+        query: str,
+        prompts: list[PromptInputs],
+        raw: list[str] | None = None,
+    ) -> list[Prediction]:
+        """Boxes and masks for every group whose score passes, then one Prediction per row."""
+        model = self.model.model
+        keep = (scores >= self.score_threshold).nonzero().flatten()
+        rows, states, scores = rows[keep], states[keep], scores[keep]
+        outputs = model.decode_candidate_states(states)
+        prompt_boxes, prompt_points = self._prompt_tensors(encoding, rows, prompts, outputs.boxes)
+        outputs = model.predict_masks(encoding, rows, outputs, prompt_boxes, prompt_points)
+        occurrence: dict[int, int] = {}
+        predictions = [Prediction(answer=a, entities=[], raw_answer=(raw[i] if raw else "")) for i, a in enumerate(answers)]
+        for g, row in enumerate(rows.tolist()):
+            k = occurrence.get(row, 0)
+            occurrence[row] = k + 1
+            mask = (outputs.mask_logits[g] > 0).cpu().numpy()
+            if not mask.any():
+                continue
+            height, width = encoding.original[row]
+            x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1) * torch.tensor([width, height, width, height])).tolist()
+            row_phrases = phrases[row]
+            phrase = row_phrases[k] if k < len(row_phrases) and row_phrases[k] else query[:64]
+            predictions[row].entities.append(
+                Entity(
+                    phrase=phrase,
+                    mask=mask,
+                    box=(x0, y0, x1, y1),
+                    score=float(scores[g]),
+                    mask_quality=float(outputs.mask_quality[g]),
+                    router_weights={
+                        "seg": outputs.router_seg_weights[g].float().tolist(),
+                        "box": outputs.router_box_weights[g].float().tolist(),
+                    },
+                )
+            )
+        return predictions
+
+    @staticmethod
+    def _prompt_tensors(encoding, rows, prompts, like) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """User box/point per group, normalised to [0, 1] of the slice's width and height."""
+        if len(rows) == 0:
+            return None, None
+        chosen = [prompts[r] for r in rows.tolist()]
+        sizes = [encoding.original[r] for r in rows.tolist()]
+        boxes = points = None
+        if any(p.box is not None for p in chosen):
+            if not all(p.box is not None for p in chosen):
+                raise PredictionInputError("a box must be given for every slice or for none")
+            boxes = torch.tensor(
+                [[p.box[0] / w, p.box[1] / h, p.box[2] / w, p.box[3] / h] for p, (h, w) in zip(chosen, sizes)],
+                dtype=like.dtype, device=like.device,
+            )
+        if any(p.point is not None for p in chosen):
+            points = torch.tensor(
+                [[[p.point[0] / w, p.point[1] / h]] for p, (h, w) in zip(chosen, sizes)],
+                dtype=like.dtype, device=like.device,
+            )
+        return boxes, points
+
+
+# -- validation ------------------------------------------------------------------------
+def validate_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise PredictionInputError("the query is empty: type a question about the image")
+    query = query.strip()
+    if len(query) > MAX_QUERY_CHARS:
+        raise PredictionInputError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+    return query
+
+
+def validate_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise PredictionInputError(
+            f"expected a 2D image (height, width) or (height, width, 3), got shape {tuple(image.shape)}"
+        )
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise PredictionInputError(f"the image is too small: {image.shape[1]}x{image.shape[0]} pixels")
+    if image.dtype != np.uint8:
+        raise PredictionInputError(f"expected a uint8 (windowed) image, got {image.dtype}; window it first")
+    return image
+
+
+def validate_prompts(shape: tuple[int, int], box: Sequence[float] | None, point: Sequence[float] | None) -> PromptInputs:
+    """Check box/point against an image of ``shape`` (height, width)."""
+    height, width = shape
+    checked = PromptInputs()
+    if box is not None:
+        if len(box) != 4:
+            raise PredictionInputError(f"a box needs 4 numbers x0,y0,x1,y1; got {len(box)}")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x0 < x1 and y0 < y1):
+            raise PredictionInputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is empty: need x0 < x1 and y0 < y1")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise PredictionInputError(
+                f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the image ({width}x{height} pixels)"
+            )
+        checked.box = (x0, y0, x1, y1)
+    if point is not None:
+        if len(point) != 2:
+            raise PredictionInputError(f"a point needs 2 numbers x,y; got {len(point)}")
+        x, y = (float(v) for v in point)
+        if not (0 <= x < width and 0 <= y < height):
+            raise PredictionInputError(f"point {x:g},{y:g} lies outside the image ({width}x{height} pixels)")
+        checked.point = (x, y)
+    return checked

@@ -1,0 +1,148 @@
+"""The composed model: component shapes, candidate-state selection, trainable sets and
+that the full objective can be minimised."""
+
+import numpy as np
+import pytest
+import torch
+
+from medisee.model import TrainingSample
+from medisee.model.trainable import FULLY_TRAINED, configure_trainable
+
+QUERY = "which organ filters the blood?"
+ANSWER = "Sure, it is [SEG] and [BBOX]. The kidney filters blood."
+
+
+def test_component_shapes(tiny_shared, phantom):
+    bundle, config = tiny_shared, tiny_shared.config
+    image, _, _ = phantom
+    with torch.no_grad():
+        enc = bundle.encode_images([image, image])
+        e = config.sam.embedding_size
+        assert enc.sam.shape == (2, config.sam.prompt_dim, e, e)
+        assert enc.clip.shape == (2, config.clip.num_patches, config.text.hidden_size)
+        assert enc.resized == [(192, 256), (192, 256)] and enc.original == [(96, 128), (96, 128)]
+        tokens = bundle.tokenize([(QUERY, ANSWER), (QUERY, ANSWER)])
+        assert int(tokens.image_mask.sum(1)[0]) == config.clip.num_patches
+        fwd = bundle.model(enc, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                           answer_start=tokens.answer_start)
+    out = fwd.outputs
+    assert fwd.hidden.shape == (*tokens.input_ids.shape, config.text.hidden_size)
+    assert len(fwd.groups) == 2 and out.seg_embeddings.shape == (2, config.sam.prompt_dim)
+    assert out.boxes.shape == (2, 4) and out.router_seg_weights.shape == (2, 2)
+    torch.testing.assert_close(out.router_seg_weights.sum(-1), torch.ones(2))
+    torch.testing.assert_close(out.router_box_weights.sum(-1), torch.ones(2))
+    assert [m.shape for m in out.mask_logits] == [(96, 128), (96, 128)]
+    assert out.mask_quality.shape == (2,)
+
+
+def test_candidate_states_are_the_states_just_before_each_token(tiny_shared):
+    model = tiny_shared.model
+    seg, box = model.candidate_token_ids
+    ids = torch.tensor([[5, 6, seg, 7, box, 8, seg, 9, box], [5, seg, 6, 6, 6, 6, 6, 6, 6]])
+    groups = model.find_groups(ids)
+    assert groups.rows.tolist() == [0, 0]  # row 1 has no [BBOX]: no complete group
+    assert groups.positions.tolist() == [[2, 4], [6, 8]]
+    hidden = torch.randn(2, 9, model.config.text.hidden_size)
+    routed = []
+    model.decode_candidate_states = lambda states: routed.append(states)  # capture the input
+    try:
+        model.decode_groups(hidden, groups)
+    finally:
+        del model.decode_candidate_states
+    torch.testing.assert_close(routed[0][0], torch.stack([hidden[0, 1], hidden[0, 3]]))
+    assert model.find_groups(ids, start=torch.tensor([5, 0])).positions.tolist() == [[6, 8]]
+
+
+def test_box_prompt_follows_the_resize_of_non_square_images(tiny_shared, phantom):
+    """The reference scales the box by the square input size on both axes; we map it
+    through the image's own resize so a box covering the image covers the resized image."""
+    bundle = tiny_shared
+    image, _, _ = phantom  # 96 x 128 -> resized 192 x 256 in a 256 frame
+    captured = {}
+    decode = bundle.model.mask_head.decode
+
+    def spy(embeddings, seg, boxes, points=None):
+        captured["boxes"] = boxes
+        return decode(embeddings, seg, boxes, points)
+
+    bundle.model.mask_head.decode = spy
+    try:
+        with torch.no_grad():
+            enc = bundle.encode_images([image])
+            out = bundle.model.decode_candidate_states(torch.randn(1, 2, bundle.config.text.hidden_size))
+            bundle.model.predict_masks(enc, torch.tensor([0]), out, prompt_boxes=torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+    finally:
+        del bundle.model.mask_head.decode
+    torch.testing.assert_close(captured["boxes"], torch.tensor([[0.0, 0.0, 256.0, 192.0]]))
+
+
+def test_lora_sits_only_on_the_language_models_q_and_v(tiny_shared):
+    names = [n for n, _ in tiny_shared.model.named_parameters() if "lora_" in n]
+    layers = tiny_shared.config.text.num_hidden_layers
+    assert len(names) == layers * 2 * 2
+    assert all(n.startswith("mllm.language_model.model.layers.") for n in names)
+    assert {n.split(".")[-4] for n in names} == {"q_proj", "v_proj"}
+
+
+def test_trainable_set_follows_the_paper(tiny):
+    names = configure_trainable(tiny.model)
+    assert names and all("lora_" in n or n.startswith(FULLY_TRAINED) for n in names)
+    frozen = {n for n, p in tiny.model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("mllm.vision_tower.") for n in frozen)
+    assert any(n.startswith("mllm.mm_projector.") for n in frozen)
+    assert any(n.startswith("mask_head.sam.vision_encoder.") for n in frozen)
+    assert any(n.startswith("mask_head.sam.prompt_encoder.") for n in frozen)
+    assert any(n.endswith("q_proj.base_layer.weight") for n in frozen)
+    for prefix in ("router_seg.", "router_box.", "bbox_decoder.", "text_hidden_fcs.", "mask_head.sam.mask_decoder."):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert len(configure_trainable(tiny.model, train_encoders=True)) == len(list(tiny.model.parameters()))
+
+
+def test_loss_terms_and_degenerate_target_boxes_keep_gradients(tiny, phantom):
+    image, mask, box = phantom
+    configure_trainable(tiny.model)
+    tiny.model.train()
+    flat = np.array([box[0], box[1], box[0], box[3]], dtype=np.float32)  # zero-width target box
+    sample = TrainingSample(image, QUERY, ANSWER, mask[None], flat[None], plain_query="kidney")
+    terms = tiny.loss([sample])
+    assert set(terms) == {"ce", "bce", "dice", "l1", "giou", "js", "mse", "total"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+    grad = tiny.model.bbox_decoder.layers[-1].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_a_mismatch_between_answer_groups_and_masks_is_reported(tiny, phantom):
+    image, mask, box = phantom
+    sample = TrainingSample(image, QUERY, ANSWER, np.stack([mask, mask]), np.stack([box, box]))
+    with pytest.raises(ValueError, match="1 grounded groups but 2 masks"):
+        tiny.loss([sample])
+
+
+@pytest.mark.slow
+def test_loss_decreases_over_50_steps_on_one_fixed_batch(tiny, phantom):
+    """The tiny preset has no pretrained encoders, so (as its from-scratch stage does) all
+    parameters train here; every supervised term must fall."""
+    image, mask, box = phantom
+    configure_trainable(tiny.model, train_encoders=True)
+    tiny.model.train()
+    samples = [
+        TrainingSample(image, QUERY, ANSWER, mask[None], box[None]),
+        TrainingSample(image[:, ::-1].copy(), "where is the organ on the left?", ANSWER,
+                       mask[:, ::-1].copy()[None], np.array([[1 - box[2], box[1], 1 - box[0], box[3]]])),
+    ]
+    params = [p for p in tiny.model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    history = []
+    for _ in range(50):
+        terms = tiny.loss(samples)
+        optimiser.zero_grad()
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    first, last = history[0], history[-1]
+    assert last["total"] < 0.5 * first["total"]
+    for term in ("ce", "bce", "dice", "l1", "giou"):
+        assert last[term] < first[term], term
+    assert last["dice"] < 0.5 * first["dice"]

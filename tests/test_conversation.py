@@ -1,0 +1,41 @@
+from medisee.conversation import IGNORE_INDEX, answer_prefix, candidate_phrase, parse_answer
+
+TOKENS = ("[SEG]", "[BBOX]")
+
+
+def test_prompt_layout_marks_image_slot_and_supervises_only_the_answer(tiny_shared):
+    bundle = tiny_shared
+    encoded = bundle.prompts.encode("which organ filters the blood?", "Sure, it is [SEG] and [BBOX].")
+    n = bundle.config.clip.num_patches
+    ids = encoded.input_ids
+    assert ids[0] == bundle.tokenizer.bos_token_id and ids[-1] == bundle.tokenizer.eos_token_id
+    head = bundle.tokenizer.decode(ids[1 : encoded.image_at])
+    assert head.strip() == "[INST]"
+    tail = bundle.tokenizer.decode(ids[encoded.image_at + n : encoded.answer_start])
+    assert tail.strip() == "which organ filters the blood? [/INST]"
+    assert all(label == IGNORE_INDEX for label in encoded.labels[: encoded.answer_start])
+    assert encoded.labels[encoded.answer_start :] == ids[encoded.answer_start :]
+    answer = bundle.tokenizer.decode(ids[encoded.answer_start : -1])
+    assert answer.strip() == "Sure, it is [SEG] and [BBOX]."
+
+
+def test_candidate_phrase_and_prefix():
+    assert candidate_phrase(TOKENS) == "[SEG] and [BBOX]"
+    assert candidate_phrase(("[A]", "[B]", "[C]")) == "[A], [B] and [C]"
+    assert answer_prefix(TOKENS) == "Sure, it is [SEG] and [BBOX]."
+
+
+def test_parse_single_entity_answer():
+    parsed = parse_answer("Sure, it is [SEG] and [BBOX]. The kidney filters blood.", TOKENS)
+    assert parsed.phrases == [""]
+    assert parsed.text == "The kidney filters blood."
+
+
+def test_parse_multi_entity_and_malformed_answers():
+    text = "<p>liver</p> [SEG] and [BBOX], <p>spleen</p> [SEG] and [BBOX]."
+    assert parse_answer(text, TOKENS).phrases == ["liver", "spleen"]
+    assert parse_answer(text, TOKENS).text == "liver, spleen."
+    broken = "<p>liver [SEG] and [BBOX] then </p> spleen [SEG]"
+    parsed = parse_answer(broken, TOKENS)
+    assert len(parsed.phrases) == 2 and "<p>" not in parsed.text and "</p>" not in parsed.text
+    assert parse_answer("nothing grounded here", TOKENS).phrases == []
