@@ -258,7 +258,7 @@ def _tiny() -> MediSeeConfig:
 
 def _medisee_7b() -> MediSeeConfig:
     """The paper's sizes: LLaVA-Med v1.5 (Mistral-7B) + CLIP ViT-L/14-336 + MedSAM ViT-B."""
-    return MediSeeConfig(name="medisee-7b")
+    return MediSeeConfig(name="medisee-7b", text=TextConfig(vocab_size=32002))  # 32000 + [SEG], [BBOX]
 
 
 PRESETS = {"tiny": _tiny, "medisee-7b": _medisee_7b}

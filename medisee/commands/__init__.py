@@ -1,0 +1,1 @@
+"""One module per ``medisee`` subcommand; each has ``register(subparsers)``."""

@@ -1,0 +1,131 @@
+"""The predictor: embedding cache, batching, both modes, thresholds and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medisee.predictor import EmbeddingCache, PredictionInputError, Predictor
+
+QUERY = "which organ filters the blood?"
+
+
+def count_encoder_calls(bundle) -> dict[str, int]:
+    calls = {"sam": 0, "clip": 0}
+    bundle.model.mask_head.sam.vision_encoder.register_forward_hook(lambda *a: calls.__setitem__("sam", calls["sam"] + 1))
+    bundle.model.mllm.vision_tower.embeddings.register_forward_hook(lambda *a: calls.__setitem__("clip", calls["clip"] + 1))
+    return calls
+
+
+def test_second_query_on_a_slice_skips_the_image_encoders(tiny, phantom):
+    calls = count_encoder_calls(tiny)
+    predictor = Predictor(tiny, score_threshold=0.0)
+    image = phantom[0]
+    first = predictor.predict(image, QUERY, mode="fast")
+    assert calls == {"sam": 1, "clip": 1}
+    second = predictor.predict(image, "where is the spleen?", mode="fast")
+    third = predictor.predict(image.copy(), QUERY, mode="fast")  # same pixels, new array
+    assert calls == {"sam": 1, "clip": 1}
+    assert predictor.cache.hits == 2 and predictor.cache.misses == 1
+    np.testing.assert_array_equal(first.entities[0].mask, third.entities[0].mask)
+    assert second.entities  # the cached encoding still answers a new question
+    predictor.predict(255 - image, QUERY, mode="fast")
+    assert calls == {"sam": 2, "clip": 2}
+
+
+def test_cache_evicts_least_recently_used():
+    cache = EmbeddingCache(capacity=2)
+    cache.put("a", 1), cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+
+
+def test_batched_volume_matches_slice_by_slice(tiny_shared):
+    rng = np.random.default_rng(1)
+    volume = (rng.random((5, 48, 64)) * 255).astype(np.uint8)
+    batched = Predictor(tiny_shared, score_threshold=0.0, batch_size=4, cache_size=0)
+    single = Predictor(tiny_shared, score_threshold=0.0, batch_size=1, cache_size=0)
+    seen = []
+    many = batched.predict_volume(volume, QUERY, mode="fast", progress=lambda d, t: seen.append((d, t)))
+    ones = single.predict_volume(volume, QUERY, mode="fast")
+    assert seen == [(4, 5), (5, 5)]
+    assert [p.slice_index for p in many] == list(range(5))
+    for a, b in zip(many, ones):
+        assert len(a.entities) == len(b.entities) == 1
+        agreement = (a.entities[0].mask == b.entities[0].mask).mean()
+        assert agreement > 0.999
+        np.testing.assert_allclose(a.entities[0].box, b.entities[0].box, atol=1e-3)
+        assert a.entities[0].score == pytest.approx(b.entities[0].score, abs=1e-4)
+
+
+def test_scores_below_threshold_mean_no_target_found(tiny_shared, phantom):
+    """The untrained model gives the grounding token a tiny probability: an honest
+    'nothing found' instead of a forced mask."""
+    image = phantom[0]
+    loose = Predictor(tiny_shared, score_threshold=0.0).predict(image, QUERY, mode="fast")
+    assert len(loose.entities) == 1
+    score = loose.entities[0].score
+    assert 0 < score < 1
+    assert Predictor(tiny_shared, score_threshold=score * 1.01).predict(image, QUERY, mode="fast").entities == []
+    assert len(Predictor(tiny_shared, score_threshold=score * 0.99).predict(image, QUERY, mode="fast").entities) == 1
+
+
+def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
+    """Make the language model emit the answer prefix, then check that generation finds the
+    group and grounds it with the state that predicted [SEG]."""
+    bundle = tiny
+    prefix = bundle.tokenizer(" Sure, it is [SEG] and [BBOX].", add_special_tokens=False).input_ids
+    script = prefix + [bundle.tokenizer.eos_token_id]
+    lm = bundle.model.mllm.language_model
+    steps = {"i": 0}
+
+    def forced_head(hidden):
+        logits = torch.full((*hidden.shape[:-1], lm.config.vocab_size), -1e4)
+        logits[..., script[min(steps["i"], len(script) - 1)]] = 1e4
+        steps["i"] += 1
+        return logits
+
+    original = lm.lm_head.forward
+    lm.lm_head.forward = forced_head
+    try:
+        result = Predictor(bundle, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+    finally:
+        lm.lm_head.forward = original
+    assert "[SEG]" in result.raw_answer and "[BBOX]" in result.raw_answer
+    assert len(result.entities) == 1
+    entity = result.entities[0]
+    assert entity.score == pytest.approx(1.0)
+    assert entity.phrase == QUERY  # no <p>..</p> phrase: the question names the entity
+    assert entity.mask.shape == phantom[0].shape
+    x0, y0, x1, y1 = entity.box
+    assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": "   "}, "the query is empty"),
+        ({"query": "x" * 2001}, "the limit is 2000"),
+        ({"box": (0, 0, 200, 50)}, "lies outside the image"),
+        ({"box": (50, 10, 20, 40)}, "is empty"),
+        ({"box": (1, 2, 3)}, "needs 4 numbers"),
+        ({"point": (-1, 5)}, "lies outside the image"),
+        ({"mode": "slow"}, "unknown mode"),
+    ],
+)
+def test_bad_requests_get_clear_errors(tiny_shared, phantom, kwargs, message):
+    args = {"image": phantom[0], "query": QUERY} | kwargs
+    with pytest.raises(PredictionInputError, match=message):
+        Predictor(tiny_shared).predict(**args)
+
+
+def test_bad_images_and_slices_get_clear_errors(tiny_shared):
+    predictor = Predictor(tiny_shared)
+    with pytest.raises(PredictionInputError, match="expected a 2D image"):
+        predictor.predict(np.zeros((4, 4, 4, 4), np.uint8), QUERY)
+    with pytest.raises(PredictionInputError, match="uint8"):
+        predictor.predict(np.zeros((8, 8), np.float32), QUERY)
+    with pytest.raises(PredictionInputError, match="slice 7 out of range"):
+        predictor.predict_volume(np.zeros((3, 8, 8), np.uint8), QUERY, slice_indices=[7])
