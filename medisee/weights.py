@@ -258,11 +258,11 @@ def layout_mapping(model: torch.nn.Module, key_fn: KeyFn) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class LoadReport:
-    """What a load did: how many of our tensors it filled, which source keys it skipped on
+    """What a load did: which of our tensors it filled, which source keys it skipped on
     purpose, and which vocabulary matrices it grew (new token rows = mean of the rest)."""
 
     source: str
-    filled: int = 0
+    filled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
 
@@ -310,7 +310,7 @@ def load_layout(
                 value = torch.cat([value, grown])
                 report.resized.append(ours)
             target.copy_(value.to(target.dtype))
-            report.filled += 1
+            report.filled.append(ours)
     return report
 
 

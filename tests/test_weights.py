@@ -108,7 +108,7 @@ def test_medsam_layout_round_trip(tiny_shared, tiny, phantom, tmp_path):
     torch.save(exported, tmp_path / "medsam_vit_b.pth")
     scramble(tiny, ("mask_head.",))
     report = weights.load_medsam(tiny, tmp_path / "medsam_vit_b.pth")
-    assert report.filled == sum(1 for k in tiny.model.state_dict() if k.startswith("mask_head."))
+    assert len(report.filled) == sum(1 for k in tiny.model.state_dict() if k.startswith("mask_head."))
     assert_same_outputs(tiny_shared, tiny, phantom[0])
 
 
@@ -134,7 +134,7 @@ def test_llava_med_layout_round_trip(tiny_shared, tiny, phantom, tmp_path):
             if "lora_" in name:
                 tensor.copy_(tiny_shared.model.state_dict()[name])
     report = weights.load_llava_med(tiny, tmp_path / "llava")
-    assert report.filled == len(exported) and not report.resized
+    assert len(report.filled) == len(exported) and not report.resized
     assert_same_outputs(tiny_shared, tiny, phantom[0])
 
 
@@ -159,7 +159,7 @@ def test_released_medisee_layout_round_trip(tiny_shared, tiny, phantom, tmp_path
     weights.write_state_dict(exported, tmp_path / "medisee", "pytorch_model", shards=2)
     scramble(tiny, ("",))
     report = weights.load_released_medisee(tiny, tmp_path / "medisee")
-    assert report.filled == len(tiny.model.state_dict())
+    assert len(report.filled) == len(tiny.model.state_dict())
     assert_same_outputs(tiny_shared, tiny, phantom[0])
 
 

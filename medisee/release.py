@@ -1,0 +1,83 @@
+"""Assembling a MediSee checkpoint from the released artefacts on local disk.
+
+Either the released MediSee folder (every tensor), or the starting point of training:
+LLaVA-Med v1.5 (+ CLIP when LLaVA-Med's folder lacks the tower) + MedSAM, with the new
+parts (routers, seg projection, box decoder, LoRA) freshly initialised. The model is
+built without random initialisation (``no_init_weights``) directly in the target dtype,
+so a 7B model costs its weights' memory once (about 15 GB in bfloat16) and no init time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import MediSeeConfig
+from .model import MediSee, MediSeeModel
+from .tokenizer import add_candidate_tokens, candidate_token_ids, load_tokenizer
+from .weights import CLIP_PREFIX, LoadReport, load_clip, load_llava_med, load_medsam, load_released_medisee
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReleasedPaths:
+    llava_med: Path  # folder: weights + tokenizer
+    medsam: Path | None = None  # medsam_vit_b.pth
+    clip: Path | None = None  # CLIP ViT-L/14-336 folder (HF layout)
+    medisee: Path | None = None  # released MediSee folder of .bin files
+
+
+def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = torch.float32) -> MediSee:
+    """A MediSee whose weights are allocated but not initialised (to be loaded)."""
+    from transformers.initialization import no_init_weights
+
+    ids = candidate_token_ids(tokenizer, config.candidate_tokens)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with no_init_weights():
+            model = MediSeeModel(config, ids)
+    finally:
+        torch.set_default_dtype(previous)
+    return MediSee(config, tokenizer, model=model)
+
+
+def initialise_new_parts(model: MediSeeModel) -> None:
+    """Fresh initialisation of what no released base model holds: routers, seg projection,
+    box decoder (zero last layer) and LoRA (A random, B zero, as peft does)."""
+    for module in (model.router_seg, model.router_box, model.text_hidden_fcs, model.bbox_decoder):
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+    nn.init.zeros_(model.bbox_decoder.layers[-1].weight)
+    nn.init.zeros_(model.bbox_decoder.layers[-1].bias)
+    for name, layer in model.named_modules():
+        if hasattr(layer, "reset_lora_parameters") and hasattr(layer, "active_adapters"):
+            for adapter in layer.active_adapters:
+                layer.reset_lora_parameters(adapter, True)
+
+
+def assemble(config: MediSeeConfig, paths: ReleasedPaths, dtype: torch.dtype = torch.bfloat16) -> tuple[MediSee, list[LoadReport]]:
+    """Load the released artefacts into a new MediSee; returns it and what each load did."""
+    tokenizer = load_tokenizer(paths.llava_med)
+    added = add_candidate_tokens(tokenizer, config.candidate_tokens)
+    log.info("tokenizer from %s: %d tokens (%d candidate tokens added)", paths.llava_med, len(tokenizer), added)
+    bundle = build_uninitialised(config, tokenizer, dtype)
+    if paths.medisee is not None:
+        return bundle, [load_released_medisee(bundle, paths.medisee)]
+    if paths.medsam is None:
+        raise ValueError("without the released MediSee folder, --medsam (medsam_vit_b.pth) is required")
+    reports = [load_llava_med(bundle, paths.llava_med)]
+    if not any(name.startswith(CLIP_PREFIX) for name in reports[0].filled):
+        if paths.clip is None:
+            raise ValueError(f"{paths.llava_med} holds no CLIP vision tower: give --clip (clip-vit-large-patch14-336 folder)")
+        reports.append(load_clip(bundle, paths.clip))
+    reports.append(load_medsam(bundle, paths.medsam))
+    initialise_new_parts(bundle.model)
+    return bundle, reports
+
