@@ -10,9 +10,10 @@ are processed in batches. Two modes:
 - ``fast``: mask-only; the answer prefix that carries the candidate tokens
   ("Sure, it is [SEG] and [BBOX].") is teacher-forced in one forward pass, no generation.
 
-Each entity's ``score`` is the probability the language model gives to emitting the first
-candidate token of its group; below ``score_threshold`` (or with an empty mask) the entity
-is dropped, so "no target found" is an empty entity list rather than a forced mask.
+Each entity's ``score`` is the probability of the answer tokens that lead to its grounding
+(``grounding_scores``): the same quantity in both modes, teacher-forced or generated. Below
+``score_threshold`` (or with an empty mask) the entity is dropped, so "no target found" is
+an empty entity list rather than a forced mask.
 Coordinates: boxes are (x0, y0, x1, y1) in pixels with x along columns; points are (x, y).
 """
 
@@ -213,7 +214,8 @@ class Predictor:
         hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
         groups = model.find_groups(tokens.input_ids, tokens.answer_start)
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
-        scores = self._token_probability(states[:, 0], model.candidate_token_ids[0])
+        token_probs = self._teacher_forced_probabilities(hidden, tokens.input_ids)
+        scores = grounding_scores(token_probs, groups.rows, groups.positions, tokens.answer_start)
         answers = [""] * len(prompts)
         return self._ground(encoding, groups.rows, states, scores, answers, [[] for _ in prompts], query, prompts)
 
@@ -226,7 +228,7 @@ class Predictor:
         groups = model.find_groups(ids)
         # a generated token at step k was predicted by step k's state: no shift needed
         states = step_states[groups.rows.unsqueeze(1), groups.positions]
-        scores = probs[groups.rows, groups.positions[:, 0]]
+        scores = grounding_scores(probs, groups.rows, groups.positions, torch.zeros_like(tokens.answer_start))
         raw, parsed = [], []
         for row in range(len(prompts)):
             row_ids = ids[row].tolist()
@@ -239,11 +241,11 @@ class Predictor:
             query, prompts, raw,
         )
 
-    def _token_probability(self, states: torch.Tensor, token_id: int) -> torch.Tensor:
-        if states.shape[0] == 0:
-            return states.new_zeros(0)
-        logits = self.model.model.mllm.logits(states).float()
-        return torch.softmax(logits, dim=-1)[:, token_id]
+    def _teacher_forced_probabilities(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T): probability the model gives each token of the sequence (0 at position 0)."""
+        logits = self.model.model.mllm.logits(hidden[:, :-1]).float()
+        probs = torch.softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1))[..., 0]
+        return torch.cat([torch.zeros_like(probs[:, :1]), probs], dim=1)
 
     def _ground(
         self,
@@ -312,6 +314,20 @@ class Predictor:
                 dtype=like.dtype, device=like.device,
             )
         return boxes, points
+
+
+def grounding_scores(token_probs: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+                     answer_start: torch.Tensor) -> torch.Tensor:
+    """Each group's score: the probability of the answer tokens from the end of the row's
+    previous group (or the answer's start) up to and including the group's first candidate
+    token, i.e. how sure the model is that it should ground one more target here."""
+    scores = []
+    previous_end: dict[int, int] = {}
+    for row, group in zip(rows.tolist(), positions.tolist()):
+        start = previous_end.get(row, int(answer_start[row]))
+        scores.append(token_probs[row, start : group[0] + 1].prod())
+        previous_end[row] = max(group) + 1
+    return torch.stack(scores) if scores else token_probs.new_zeros(0)
 
 
 # -- validation ------------------------------------------------------------------------

@@ -129,3 +129,12 @@ def test_bad_images_and_slices_get_clear_errors(tiny_shared):
         predictor.predict(np.zeros((8, 8), np.float32), QUERY)
     with pytest.raises(PredictionInputError, match="slice 7 out of range"):
         predictor.predict_volume(np.zeros((3, 8, 8), np.uint8), QUERY, slice_indices=[7])
+
+
+def test_grounding_score_is_the_probability_of_the_answer_up_to_each_group():
+    from medisee.predictor import grounding_scores
+
+    probs = torch.tensor([[0.0, 0.0, 0.9, 0.5, 0.8, 1.0, 0.5, 0.4, 1.0]])
+    # answer starts at 2; group 1 = tokens at 4 and 5, group 2 = tokens at 7 and 8
+    scores = grounding_scores(probs, torch.tensor([0, 0]), torch.tensor([[4, 5], [7, 8]]), torch.tensor([2]))
+    torch.testing.assert_close(scores, torch.tensor([0.9 * 0.5 * 0.8, 0.5 * 0.4]))
