@@ -20,7 +20,6 @@ Coordinates: boxes are (x0, y0, x1, y1) in pixels with x along columns; points a
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -60,7 +60,8 @@ def segment_anything_keys(config) -> set[str]:
         keys |= {f"{layer}norm{n}.{w}" for n in (1, 2, 3, 4) for w in ("weight", "bias")}
         keys |= {f"{layer}mlp.lin{n}.{w}" for n in (1, 2) for w in ("weight", "bias")}
     keys |= attn(d + "transformer.final_attn_token_to_image")
-    keys |= {d + "transformer.norm_final_attn.weight", d + "transformer.norm_final_attn.bias", d + "iou_token.weight", d + "mask_tokens.weight"}
+    keys |= {d + "transformer.norm_final_attn.weight", d + "transformer.norm_final_attn.bias"}
+    keys |= {d + "iou_token.weight", d + "mask_tokens.weight"}
     keys |= {f"{d}output_upscaling.{i}.{w}" for i in (0, 1, 3) for w in ("weight", "bias")}
     keys |= {f"{d}output_hypernetworks_mlps.{m}.layers.{i}.{w}" for m in range(4) for i in range(3) for w in ("weight", "bias")}
     keys |= {f"{d}iou_prediction_head.layers.{i}.{w}" for i in range(3) for w in ("weight", "bias")}

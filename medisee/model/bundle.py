@@ -95,14 +95,16 @@ class MediSee:
     def loss(self, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
         """Every loss term and their weighted ``total`` for a batch of samples.
 
-        The similarity terms (eq. 5) are present when every sample has a ``plain_query``."""
+        The similarity terms (eq. 5) use the samples that have a ``plain_query`` and at
+        least one target; absent-target samples only contribute the text loss."""
         images = self.encode_images([s.image for s in samples])
         tokens = self.tokenize([(s.query, s.answer) for s in samples])
         fwd = self.model(images, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
                          answer_start=tokens.answer_start)
         terms = self._supervised_terms(fwd, tokens, samples)
-        if all(s.plain_query for s in samples):
-            terms.update(self._similarity_terms(fwd, tokens, images, samples))
+        paired = [i for i, s in enumerate(samples) if s.plain_query and len(s.masks)]
+        if paired:
+            terms.update(self._similarity_terms(fwd, tokens, images, samples, paired))
         terms["total"] = losses.combine(terms, self.config.loss)
         return terms
 
@@ -135,20 +137,23 @@ class MediSee:
                 boxes.append(torch.as_tensor(np.asarray(box, dtype=np.float32), device=self.device))
         return masks, boxes
 
-    def _similarity_terms(self, fwd, tokens: TokenBatch, images: ImageEncoding, samples) -> dict[str, torch.Tensor]:
+    def _similarity_terms(self, fwd, tokens: TokenBatch, images: ImageEncoding, samples, paired: list[int]) -> dict[str, torch.Tensor]:
+        """Sim(h_img, h_seg) of the reasoning query against that of the plain label query,
+        answered with the same number of groups, for the ``paired`` rows."""
         from ..conversation import answer_prefix
 
-        plain_answers = []
-        for s in samples:
-            n = len(s.masks)
-            plain_answers.append(" ".join([answer_prefix(self.config.candidate_tokens)] * max(n, 1)))
-        plain = self.tokenize([(s.plain_query, a) for s, a in zip(samples, plain_answers)])
+        prefix = answer_prefix(self.config.candidate_tokens)
+        plain = self.tokenize([(samples[i].plain_query, " ".join([prefix] * len(samples[i].masks))) for i in paired])
+        index = torch.tensor(paired, device=self.device)
         plain_fwd = self.model(images, plain.input_ids, plain.attention_mask, plain.image_mask,
-                               answer_start=plain.answer_start)
-        if len(plain_fwd.groups) != len(fwd.groups):
-            raise ValueError("the plain query must ground the same number of targets as the reasoning query")
-        reasoning_sim = self._group_similarity(fwd, tokens)
+                               image_index=index, answer_start=plain.answer_start)
+        keep = torch.isin(fwd.groups.rows, index)
+        rows = fwd.groups.rows[keep]
+        reasoning_states = torch.stack([fwd.hidden[r][tokens.image_mask[r]] for r in rows.tolist()])
+        reasoning_sim = losses.similarity_map(reasoning_states, fwd.outputs.seg_states[keep])
         plain_sim = self._group_similarity(plain_fwd, plain)
+        if plain_sim.shape != reasoning_sim.shape:
+            raise ValueError("the plain query must ground the same number of targets as the reasoning query")
         js, mse = losses.similarity_loss(reasoning_sim, plain_sim)
         return {"js": js, "mse": mse}
 

@@ -1,0 +1,114 @@
+"""Training run configuration, read from a YAML (or JSON) file.
+
+Paths in the file are relative to the file's folder. Defaults follow the paper (section
+5.1): AdamW lr 3e-4, betas (0.9, 0.95), no weight decay, WarmupDecayLR with 100 warm-up
+steps, gradient clipping 1.0, ZeRO stage 2, SA-Med2D : reasoning data = 7 : 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PHASES = ("pretrain", "end_to_end", "finetune")
+
+
+@dataclass
+class DataSource:
+    path: Path
+    kind: str = "mlmr"  # "mlmr" (jsonl) or "samed2d" (json map)
+    weight: float = 1.0  # sampling ratio against the other sources
+
+
+@dataclass
+class TrainConfig:
+    output_dir: Path
+    train: list[DataSource]
+    init: str = "preset:tiny"  # "preset:NAME", "checkpoint:PATH" or "default"
+    phase: str = "end_to_end"  # pretrain: everything trains (tiny only); finetune: + similarity loss
+    val: Path | None = None
+    val_limit: int = 64  # validation records evaluated at each eval
+    steps: int = 1000
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    zero_stage: int = 2
+    precision: str = "fp32"  # fp32 or bf16
+    save_every: int = 200
+    eval_every: int = 0  # 0: evaluate only at the end
+    log_every: int = 10
+    seed: int = 0
+    query_kind: str = "any"  # short, long or any
+    train_tokenizer: bool = False  # tiny from scratch: fit the BPE tokenizer to the data first
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
+        if self.zero_stage not in (0, 1, 2):
+            raise ValueError("zero_stage must be 0, 1 or 2 (stage 3 partitions parameters, and the MediSee "
+                             "loss calls submodules directly)")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError("precision must be fp32 or bf16")
+        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accumulation <= 0:
+            raise ValueError("steps, batch_size and grad_accumulation must be positive")
+        if not self.train:
+            raise ValueError("at least one training data source is needed")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a config file; relative paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    raw.update(overrides or {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    base = path.parent
+    resolve = lambda p: (base / p).resolve() if p is not None else None  # noqa: E731
+    sources = raw.get("train") or []
+    if isinstance(sources, (str, dict)):
+        sources = [sources]
+    raw["train"] = [
+        DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
+        else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)))
+        for s in sources
+    ]
+    raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))
+    raw["val"] = resolve(raw.get("val"))
+    if "betas" in raw:
+        raw["betas"] = tuple(raw["betas"])
+    init = raw.get("init", "preset:tiny")
+    if isinstance(init, str) and init.startswith("checkpoint:"):
+        raw["init"] = "checkpoint:" + str(resolve(init[len("checkpoint:"):]))
+    for source in raw["train"]:
+        if source.kind not in ("mlmr", "samed2d"):
+            raise ValueError(f"{path}: data kind must be mlmr or samed2d, got {source.kind!r}")
+    return TrainConfig(**raw)
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return str(value) if isinstance(value, Path) else value

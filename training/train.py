@@ -1,0 +1,255 @@
+"""``medisee train --config FILE``: the DeepSpeed training loop.
+
+Single process on a CPU (gloo), or multi-GPU with the launcher:
+``deepspeed --module training.train --config FILE``.
+
+Phases: ``pretrain`` (the tiny preset only: everything trains, encoders included, because
+no pretrained encoders exist offline), ``end_to_end`` (eq. 4: LoRA on the language model,
+full training of mask decoder, routers, seg projection and box decoder; encoders frozen)
+and ``finetune`` (eq. 5: adds the similarity loss against the plain label query).
+A killed run started again with the same config resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medisee.model import MediSee
+from medisee.model.trainable import configure_trainable, count_parameters
+
+from . import checkpoints
+from .config import TrainConfig, load_config, to_dict
+
+log = logging.getLogger("medisee.train")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    model_dir: Path
+    last_losses: dict[str, float]
+    metrics: dict | None
+
+
+def _prepare_distributed() -> str:
+    """Environment for DeepSpeed: the CPU accelerator and a one-process world when no
+    launcher set one up. Returns the communication backend."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(_free_port())
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deepspeed_config(config: TrainConfig, cpu: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accumulation,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": config.lr, "betas": list(config.betas), "weight_decay": config.weight_decay,
+                       "torch_adam": cpu},
+        },
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {"total_num_steps": config.steps, "warmup_min_lr": 0.0, "warmup_max_lr": config.lr,
+                       "warmup_num_steps": min(config.warmup_steps, max(config.steps - 1, 1)),
+                       "warmup_type": "linear"},
+        },
+        "gradient_clipping": config.grad_clip,
+        "zero_optimization": {"stage": config.zero_stage},
+        "bf16": {"enabled": config.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_bundle(config: TrainConfig, records) -> MediSee:
+    """The model to train: a preset (tiny: with a tokenizer fitted to the data), a
+    checkpoint, or the bundled default. The tokenizer is fixed once per run."""
+    from medisee.builder import build_random
+    from medisee.config import preset
+    from medisee.models import load_model
+    from medisee.tokenizer import load_tokenizer, train_bpe_tokenizer
+    from medisee.weights import load_checkpoint
+
+    tokenizer_dir = config.output_dir / "tokenizer"
+    if config.init.startswith("preset:"):
+        model_config = preset(config.init.split(":", 1)[1])
+        if tokenizer_dir.is_dir():
+            tokenizer = load_tokenizer(tokenizer_dir)
+        elif config.train_tokenizer:
+            tokenizer = train_bpe_tokenizer(_corpus(records), model_config.text.vocab_size - model_config.num_candidates,
+                                            model_config.candidate_tokens)
+        else:
+            tokenizer = None
+        bundle = build_random(model_config, seed=config.seed, tokenizer=tokenizer)
+        bundle.tokenizer.save_pretrained(str(tokenizer_dir))
+        return bundle
+    if config.init.startswith("checkpoint:"):
+        return load_checkpoint(config.init.split(":", 1)[1])
+    if config.init == "default":
+        return load_model("default").bundle
+    raise ValueError(f"init must be preset:NAME, checkpoint:PATH or default, got {config.init!r}")
+
+
+def _corpus(records) -> list[str]:
+    from medisee.data import queries
+
+    lines = queries.corpus_lines()
+    for record in records:
+        lines.extend([record.long, record.short, record.explanation, record.class_text])
+    return [line for line in lines if line]
+
+
+def read_sources(config: TrainConfig):
+    from medisee.data.mlmr import read_mlmr_jsonl
+    from medisee.data.samed2d import read_samed2d_map
+
+    sources = {}
+    for i, source in enumerate(config.train):
+        reader = read_mlmr_jsonl if source.kind == "mlmr" else read_samed2d_map
+        sources[f"{i}:{source.path.name}"] = (reader(source.path), source.weight)
+    return sources
+
+
+def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
+    backend = _prepare_distributed()
+    import deepspeed
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from medisee.data.loader import to_training_sample
+    from medisee.data.mixing import MixedSampler
+    from medisee.weights import save_checkpoint
+
+    deepspeed.init_distributed(dist_backend=backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    is_main = rank == 0
+    barrier = dist.barrier if world > 1 else (lambda: None)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        checkpoints.write_json(config.output_dir / "train_config.json", to_dict(config))
+
+    sources = read_sources(config)
+    all_records = [r for records, _ in sources.values() for r in records]
+    bundle = build_bundle(config, all_records)
+    trainable = configure_trainable(bundle.model, train_encoders=config.phase == "pretrain")
+    log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,
+             f"{count_parameters(bundle.model):,}", f"{count_parameters(bundle.model, True):,}", len(trainable),
+             config.phase)
+    cpu = not torch.cuda.is_available()
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=bundle.model,
+        model_parameters=[p for p in bundle.model.parameters() if p.requires_grad],
+        config=deepspeed_config(config, cpu),
+    )
+    state = checkpoints.read_state(config.output_dir)
+    start = 0
+    if state is not None:
+        engine.load_checkpoint(str(checkpoints.checkpoint_root(config.output_dir)), tag=state.tag)
+        start = state.step
+        log.info("resuming from %s (step %d of %d)", state.tag, start, config.steps)
+    history = state.history if state else []
+
+    sampler = MixedSampler({k: v[0] for k, v in sources.items()}, {k: v[1] for k, v in sources.items()},
+                           seed=config.seed + rank)
+    per_step = config.batch_size * config.grad_accumulation
+    for _ in range(start * per_step):  # replay the draws of the completed steps
+        next(sampler)
+
+    bundle.model.train()
+    log_file = config.output_dir / "log.jsonl"
+    bar = tqdm(total=config.steps, initial=start, disable=not (show_progress and is_main), desc="training",
+               dynamic_ncols=True)
+    losses: dict[str, float] = {}
+    for step in range(start, config.steps):
+        rng = random.Random(config.seed * 1_000_003 + step * 101 + rank)
+        torch.manual_seed(config.seed + step)
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        for _ in range(config.grad_accumulation):
+            records = [next(sampler) for _ in range(config.batch_size)]
+            samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune")
+                       for r in records]
+            terms = bundle.loss(samples)
+            engine.backward(terms["total"])
+            engine.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
+        losses = {k: round(v, 5) for k, v in totals.items()}
+        entry = {"step": step + 1, **losses, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
+        if is_main:
+            with log_file.open("a") as f:
+                f.write(__import__("json").dumps(entry) + "\n")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "ce", "dice", "giou")})
+            bar.update(1)
+            if (step + 1) % config.log_every == 0:
+                log.info("step %d/%d %s lr %.2e", step + 1, config.steps,
+                         " ".join(f"{k} {v:.4f}" for k, v in losses.items()), entry["lr"])
+        last = step + 1 == config.steps
+        if config.eval_every and (step + 1) % config.eval_every == 0 and not last and is_main:
+            history.append({"step": step + 1, **_evaluate(bundle, config, f"eval-step{step + 1}")})
+            bundle.model.train()
+        if (step + 1) % config.save_every == 0 or last:
+            checkpoints.save(engine, config.output_dir,
+                             checkpoints.RunState(step=step + 1, tag=f"step{step + 1:07d}", history=history),
+                             is_main, barrier, config.keep_checkpoints)
+            if is_main:
+                save_checkpoint(bundle, config.output_dir / "model",
+                                metadata={"trained": True, "step": step + 1, "phase": config.phase,
+                                          "description": f"MediSee {bundle.config.name}, {config.phase} step {step + 1}"})
+    bar.close()
+    metrics = None
+    if is_main and config.val is not None:
+        metrics = _evaluate(bundle, config, "eval")
+    barrier()
+    return TrainResult(step=config.steps, model_dir=config.output_dir / "model", last_losses=losses, metrics=metrics)
+
+
+def _evaluate(bundle: MediSee, config: TrainConfig, name: str) -> dict:
+    from medisee.data.mlmr import read_mlmr_jsonl
+    from medisee.predictor import Predictor
+
+    from .evaluate import evaluate
+
+    bundle.model.eval()
+    records = read_mlmr_jsonl(config.val)[: config.val_limit] if config.val_limit else read_mlmr_jsonl(config.val)
+    metrics = evaluate(Predictor(bundle), records, config.output_dir / name)
+    overall = metrics.get("overall", {})
+    log.info("evaluation on %d records: %s", len(records),
+             " ".join(f"{k} {v:.3f}" for k, v in overall.items() if isinstance(v, float)))
+    return overall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="training.train", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
+    result = run(load_config(args.config))
+    log.info("done: %d steps, model in %s", result.step, result.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
