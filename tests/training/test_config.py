@@ -1,0 +1,48 @@
+import pytest
+
+from training.config import load_config
+from training.train import deepspeed_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_paths_resolve_against_the_config_folder_and_defaults_follow_the_paper(tmp_path):
+    config = load_config(write(tmp_path, "train: data/train.jsonl\noutput_dir: runs/x\ninit: checkpoint:models/m\n"))
+    assert config.train[0].path == tmp_path / "data" / "train.jsonl" and config.train[0].kind == "mlmr"
+    assert config.output_dir == tmp_path / "runs" / "x"
+    assert config.init == f"checkpoint:{tmp_path / 'models' / 'm'}"
+    assert (config.lr, config.betas, config.weight_decay, config.warmup_steps, config.zero_stage) == (3e-4, (0.9, 0.95), 0.0, 100, 2)
+    ds = deepspeed_config(config, cpu=True)
+    assert ds["scheduler"]["type"] == "WarmupDecayLR" and ds["scheduler"]["params"]["warmup_num_steps"] == 100
+    assert ds["optimizer"]["type"] == "AdamW" and ds["gradient_clipping"] == 1.0
+    assert ds["zero_optimization"]["stage"] == 2
+
+
+def test_mixed_sources_keep_their_weights(tmp_path):
+    config = load_config(write(tmp_path, "train:\n  - {path: sa.json, kind: samed2d, weight: 7}\n  - {path: r.jsonl, weight: 3}\n"))
+    assert [(s.kind, s.weight) for s in config.train] == [("samed2d", 7.0), ("mlmr", 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: a.jsonl\nlearning_rate: 1\n", "unknown settings"),
+        ("train: a.jsonl\nphase: dream\n", "phase must be one of"),
+        ("train: a.jsonl\nzero_stage: 3\n", "zero_stage must be 0, 1 or 2"),
+        ("train: []\n", "at least one training data source"),
+        ("train: [{path: a, kind: csv}]\n", "data kind must be"),
+        ("train: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training config not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,1 @@
+"""Training, evaluation, active-learning retraining and building the bundled default checkpoint."""
