@@ -66,10 +66,14 @@ def to_training_sample(
     if record.absent or record.mask is None:
         answer = templates.absent_answer(record.class_text, record.explanation)
         return TrainingSample(image, query, answer, np.zeros((0, height, width), np.uint8), np.zeros((0, 4), np.float32))
-    mask = load_mask(record.mask)
-    if mask.shape != (height, width):
-        raise DataError(f"{record.source}: mask {mask.shape} and image {(height, width)} differ in size")
-    answer = templates.grounded_answer(record.explanation)
-    plain = queries.label_query(record.class_text, rng) if with_plain_query else None
-    box = np.asarray(record.bbox, dtype=np.float32)[None]
-    return TrainingSample(image, query, answer, mask[None].astype(np.uint8), box, plain_query=plain)
+    targets = record.extra.get("targets") or [{"mask": record.mask, "bbox": record.bbox}]
+    masks, boxes = [], []
+    for target in targets:  # several for multi-label instructions (MIMO perspective I)
+        mask = load_mask(Path(target["mask"]))
+        if mask.shape != (height, width):
+            raise DataError(f"{record.source}: mask {mask.shape} and image {(height, width)} differ in size")
+        masks.append(mask.astype(np.uint8))
+        boxes.append(np.asarray(target["bbox"], dtype=np.float32))
+    answer = record.extra.get("answer") or templates.grounded_answer(record.explanation)
+    plain = queries.label_query(record.class_text, rng) if with_plain_query and len(targets) == 1 else None
+    return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain)

@@ -1,0 +1,119 @@
+"""A small medical knowledge base: the facts the offline query generator reasons from.
+
+Every fact is a verb phrase without its subject ("filters waste out of the blood"), so one
+fact fills many phrasings ("Which organ here filters ...?", "The left kidney filters ...").
+Facts of structures with ``plural = true`` use plural verbs. Left and right are always the
+patient's. ``location`` statements name their ``anchors`` (other structures in this base),
+so a location query can be restricted to the structures visible in the image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+MODALITIES = ("CT", "MR")
+REGIONS = ("abdomen", "thorax", "brain", "spine")
+
+
+@dataclass(frozen=True)
+class Location:
+    text: str  # verb phrase, e.g. "lies below the spleen"
+    anchors: tuple[str, ...] = ()  # structures the phrase names; empty for a general statement
+
+
+@dataclass(frozen=True)
+class Finding:
+    condition: str  # noun phrase for explanations, e.g. "kidney stones"
+    clue: str  # one sentence of clinical context that never names the structure
+    phrase: str  # verb phrase for questions, e.g. "may be holding a stone"
+
+
+@dataclass(frozen=True)
+class Structure:
+    name: str
+    synonyms: tuple[str, ...]
+    region: str
+    modalities: tuple[str, ...]
+    kind: str  # the noun a query may use instead of the name: "organ", "bone", ...
+    plural: bool
+    function: tuple[str, ...]
+    location: tuple[Location, ...]
+    appearance: dict[str, tuple[str, ...]] = field(hash=False)  # modality -> verb phrases
+    findings: tuple[Finding, ...]
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Every way of naming the structure: what an implicit query must never contain."""
+        return (self.name, *self.synonyms)
+
+    @property
+    def general_location(self) -> tuple[str, ...]:
+        """Location statements that name no other structure (usable in any image)."""
+        return tuple(loc.text for loc in self.location if not loc.anchors)
+
+
+def normalise(name: str) -> str:
+    """Label spellings differ between datasets ("Kidney_Left", "left  kidney")."""
+    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
+
+
+@lru_cache(maxsize=1)
+def _load() -> dict[str, Structure]:
+    text = resources.files(__name__).joinpath("knowledge.json").read_text(encoding="utf-8")
+    structures = {}
+    for entry in json.loads(text)["structures"]:
+        structure = _parse(entry)
+        structures[structure.name] = structure
+    for structure in structures.values():
+        for loc in structure.location:
+            unknown = set(loc.anchors) - set(structures)
+            if unknown:
+                raise ValueError(f"knowledge.json: {structure.name}: unknown anchors {sorted(unknown)}")
+    return structures
+
+
+def _parse(entry: dict) -> Structure:
+    name = entry["name"]
+    structure = Structure(
+        name=name,
+        synonyms=tuple(entry["synonyms"]),
+        region=entry["region"],
+        modalities=tuple(entry["modalities"]),
+        kind=entry["kind"],
+        plural=bool(entry["plural"]),
+        function=tuple(entry["function"]),
+        location=tuple(Location(loc["text"], tuple(loc["anchors"])) for loc in entry["location"]),
+        appearance={modality: tuple(facts) for modality, facts in entry["appearance"].items()},
+        findings=tuple(Finding(**finding) for finding in entry["findings"]),
+    )
+    problems = []
+    if structure.region not in REGIONS:
+        problems.append(f"region {structure.region!r} is not one of {REGIONS}")
+    if not set(structure.modalities) <= set(MODALITIES) or not set(structure.appearance) <= set(structure.modalities):
+        problems.append("modalities and appearance keys must be among " + ", ".join(MODALITIES))
+    # generation draws two different facts for long queries
+    if len(structure.function) < 2 or len(structure.general_location) < 2:
+        problems.append("needs at least two function facts and two general location statements")
+    if any(len(facts) < 2 for facts in structure.appearance.values()) or not structure.findings:
+        problems.append("needs at least two appearance facts per modality and one finding")
+    if problems:
+        raise ValueError(f"knowledge.json: {name}: " + "; ".join(problems))
+    return structure
+
+
+def load_knowledge() -> dict[str, Structure]:
+    """Structures by name (a fresh dict; the structures themselves are immutable)."""
+    return dict(_load())
+
+
+def find_structure(name: str) -> Structure | None:
+    """The structure a dataset label refers to, by name or synonym, or None if unknown."""
+    wanted = normalise(name)
+    for structure in _load().values():
+        if wanted in (normalise(term) for term in structure.terms):
+            return structure
+    return None

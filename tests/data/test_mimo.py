@@ -1,0 +1,89 @@
+import random
+
+import pytest
+
+from medisee.conversation import parse_answer
+from medisee.data import Record, mimo, templates
+from medisee.data.mlmr import mask_bbox
+
+TOKENS = ("[SEG]", "[BBOX]")
+
+
+@pytest.fixture
+def targets(scan):
+    liver = Record(scan["image"], scan["liver"], "liver", "q", "q", mask_bbox(scan["liver_mask"]), source="t:1",
+                   extra={"present": ["stomach"]})
+    ring = Record(scan["image"], scan["ring"], "polyp", "q", "q", mask_bbox(scan["ring_mask"]), source="t:2")
+    return liver, ring
+
+
+def test_label_guided_single_and_multiple(targets):
+    liver, ring = targets
+    single = mimo.label_guided([liver], random.Random(0))
+    assert single.extra["perspective"] == "I" and "liver" in single.short and single.long == single.short
+    assert single.extra["answer"] == templates.grounded_answer(single.explanation) and "liver" in single.explanation
+    both = mimo.label_guided([liver, ring], random.Random(0))
+    assert "liver and polyp" in both.short
+    assert parse_answer(both.extra["answer"], TOKENS).phrases == ["liver", "polyp"]
+    assert [t["class_text"] for t in both.extra["targets"]] == ["liver", "polyp"]
+    assert both.mask == liver.mask and both.extra["targets"][1]["bbox"] == list(ring.bbox)
+
+
+def test_label_guided_rejects_mixed_images_and_absent_targets(targets, tmp_path):
+    liver, _ = targets
+    other = Record(tmp_path / "other.png", liver.mask, "liver", "q", "q", liver.bbox)
+    with pytest.raises(ValueError, match="one image"):
+        mimo.label_guided([liver, other], random.Random(0))
+    absent = Record(liver.image, None, "spleen", "q", "q", None, absent=True)
+    with pytest.raises(ValueError, match="present target"):
+        mimo.label_guided([absent], random.Random(0))
+
+
+def test_prompt_perceiving_box_and_point(targets, scan):
+    liver, ring = targets
+    for seed in range(10):
+        boxed = mimo.prompt_perceiving(liver, random.Random(seed), prompt="box")
+        box = boxed.extra["prompt_box"]
+        width, height = liver.bbox[2] - liver.bbox[0], liver.bbox[3] - liver.bbox[1]
+        assert all(abs(a - b) <= 0.05 * s + 1e-4 for a, b, s in zip(box, liver.bbox, (width, height) * 2))
+        assert templates.box_text(box) in boxed.short and "liver" in boxed.explanation
+        assert boxed.extra["perspective"] == "II" and boxed.extra["answer"].startswith("Sure, it is [SEG] and [BBOX].")
+        pointed = mimo.prompt_perceiving(ring, random.Random(seed), prompt="point")
+        x, y = pointed.extra["prompt_point"]
+        assert scan["ring_mask"][int(y * 48), int(x * 64)]  # on the ring, although its centroid is not
+        assert templates.point_text((x, y)) in pointed.short and "prompt_box" not in pointed.extra
+    with pytest.raises(ValueError, match="prompt"):
+        mimo.prompt_perceiving(liver, random.Random(0), prompt="scribble")
+
+
+def test_reasoning_and_prompted_questions(targets):
+    liver, _ = targets
+    held_out = {p.id for p in templates.REASONING_PHRASINGS + templates.VISUAL_PHRASINGS if p.held_out}
+    for seed in range(10):
+        third = mimo.reasoning_question(liver, "test", random.Random(seed))
+        assert third.extra["perspective"] == "III" and third.extra["template_id"] in held_out
+        assert "liver" not in third.long + third.short and "liver" in third.explanation
+        assert third.extra["answer"] == templates.grounded_answer(third.explanation)
+        fourth = mimo.prompted_question(liver, "train", random.Random(seed))
+        assert fourth.extra["perspective"] == "IV" and fourth.extra["template_id"] not in held_out
+        assert ("prompt_box" in fourth.extra) != ("prompt_point" in fourth.extra)
+        assert "the box [" in fourth.long + fourth.short or "the point (" in fourth.long + fourth.short
+        assert "liver" not in fourth.long + fourth.short and "liver" in fourth.explanation
+
+
+def test_target_context_reads_record_extras(targets):
+    liver, ring = targets
+    context = mimo.target_context(liver)
+    assert (context.modality, context.plane, context.present, context.position) == ("CT", "axial", ["stomach"], "left side")
+    brain = Record(liver.image, liver.mask, "white matter", "q", "q", liver.bbox, extra={"plane": "coronal"})
+    assert (mimo.target_context(brain).modality, mimo.target_context(brain).plane) == ("MR", "coronal")
+    assert mimo.target_context(ring).present == []
+
+
+def test_instructions_cover_all_perspectives(targets, tmp_path):
+    liver, ring = targets
+    absent = Record(liver.image, None, "spleen", "q", "q", None, absent=True)
+    out = mimo.instructions([liver, ring, absent], "train", random.Random(0))
+    assert [r.extra["perspective"] for r in out] == ["I", "II", "III", "IV", "II"]  # no knowledge about polyps
+    assert out == mimo.instructions([liver, ring, absent], "train", random.Random(0))
+    assert mimo.join_labels(["a", "b", "c"]) == "a, b and c"

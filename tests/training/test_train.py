@@ -1,0 +1,103 @@
+"""A real DeepSpeed run (CPU, gloo, ZeRO-2) on a tiny dataset: the loss falls, a killed run
+resumes from its last checkpoint, and the trained model loads for prediction."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medisee.data.mlmr import write_mlmr_jsonl
+from medisee.data.records import Record
+from medisee.weights import load_checkpoint
+
+
+def make_dataset(root: Path, count: int = 6) -> Path:
+    """Bright ellipses ("kidney") at varying places; every other record asks for an absent spleen."""
+    rng = np.random.default_rng(0)
+    records = []
+    yy, xx = np.mgrid[:64, :64]
+    for i in range(count):
+        cx, cy = 20 + 4 * i, 24 + 2 * i
+        mask = ((xx - cx) / 10) ** 2 + ((yy - cy) / 7) ** 2 <= 1
+        image = np.clip(40 + 10 * rng.standard_normal((64, 64)) + 150 * mask, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / f"img{i}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / f"mask{i}.png")
+        ys, xs = np.nonzero(mask)
+        bbox = (xs.min() / 64, ys.min() / 64, (xs.max() + 1) / 64, (ys.max() + 1) / 64)
+        records.append(Record(root / f"img{i}.png", root / f"mask{i}.png", "left kidney",
+                              "Which organ here filters the blood and could hold a stone?", "Which organ filters blood?",
+                              bbox, "The kidney filters blood into urine."))
+        if i % 2:
+            records.append(Record(root / f"img{i}.png", None, "spleen", "Where is the organ that recycles red cells?",
+                                  "Where is the spleen-like organ?", None, "It lies in the left upper abdomen.", absent=True))
+    write_mlmr_jsonl(records, root / "train.jsonl")
+    return root / "train.jsonl"
+
+
+def write_config(root: Path, data: Path, steps: int, save_every: int) -> Path:
+    config = root / "train.yaml"
+    config.write_text(
+        f"init: preset:tiny\nphase: pretrain\ntrain: {data}\nval: {data}\nval_limit: 4\n"
+        f"output_dir: {root / 'run'}\nsteps: {steps}\nbatch_size: 2\nlr: 2.0e-3\nwarmup_steps: 2\n"
+        f"save_every: {save_every}\nlog_every: 1\nseed: 0\n"
+    )
+    return config
+
+
+def start(config: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("medisee")
+    return subprocess.Popen([str(exe), "train", "--config", str(config), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"PYTHONWARNINGS": "ignore"})
+
+
+def steps_logged(run: Path) -> list[int]:
+    log = run / "log.jsonl"
+    return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_resumes_after_being_killed(tmp_path):
+    data = make_dataset(tmp_path)
+    config = write_config(tmp_path, data, steps=24, save_every=6)
+    run = tmp_path / "run"
+    proc = start(config)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        state = run / "checkpoints" / "state.json"
+        if state.exists() and json.loads(state.read_text())["step"] >= 6 and len(steps_logged(run)) >= 8:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
+    saved = json.loads((run / "checkpoints" / "state.json").read_text())["step"]
+    before = steps_logged(run)
+    assert saved >= 6 and len(before) >= saved
+
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert f"resuming from step{saved:07d}" in output
+    after = steps_logged(run)[len(before):]
+    assert after == list(range(saved + 1, 25))  # continues right after the last checkpoint
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["step"] == 24
+    entries = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    first = np.mean([e["total"] for e in entries[:4]])
+    last = np.mean([e["total"] for e in entries[-4:]])
+    assert last < 0.7 * first, (first, last)
+    assert {"ce", "bce", "dice", "l1", "giou", "total", "lr"} <= set(entries[-1])
+    assert (run / "eval" / "metrics.json").exists()
+    model = load_checkpoint(run / "model")
+    assert json.loads((run / "model" / "medisee.json").read_text())["step"] == 24
+    assert model.config.name == "tiny"
+    assert len([p for p in (run / "checkpoints").iterdir() if p.name.startswith("step")]) <= 2
