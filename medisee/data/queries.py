@@ -152,8 +152,34 @@ def generate_queries(context: TargetContext, split: str, rng: random.Random, cou
             if (answer.long, answer.short) not in seen:
                 break
         seen.add((answer.long, answer.short))
-        answers.append(answer)
+        answers.append(_disambiguate(answer, structure, context))
     return answers
+
+
+def _side_partner(structure: Structure) -> str | None:
+    """'right kidney' for 'left kidney' and so on; None for unpaired structures."""
+    for side, other in (("left", "right"), ("right", "left")):
+        if structure.name.startswith(side + " "):
+            return other + structure.name[len(side):]
+    return None
+
+
+def _disambiguate(answer: QueryAnswer, structure: Structure, context: TargetContext) -> QueryAnswer:
+    """Paired organs share their facts: when the partner is also on the image, a query that
+    does not say which side would have two right answers, so add the patient's side."""
+    partner = _side_partner(structure)
+    present = {found.name for name in context.present if (found := find_structure(name)) is not None}
+    side = structure.name.split(" ", 1)[0]
+    if partner is None or partner not in present or f"patient's {side}" in answer.short:
+        return answer
+    clause = f"the one on the patient's {side}"
+    return QueryAnswer(
+        long=f"{answer.long.rstrip()} I mean {clause}.",
+        short=f"{answer.short.rstrip(' ?.')}, {clause}?",
+        explanation=answer.explanation,
+        orientation=answer.orientation,
+        template_id=answer.template_id,
+    )
 
 
 def visual_prompt_query(context: TargetContext, region: str, split: str, rng: random.Random) -> QueryAnswer:

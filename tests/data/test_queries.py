@@ -167,3 +167,12 @@ def test_corpus_lines_cover_every_phrasing():
     for name in KNOWLEDGE:
         assert name in lines
     assert set(templates.REASONING_SUFFIXES) <= set(lines)
+
+
+def test_paired_organs_get_the_patients_side_when_both_are_on_the_image():
+    both = TargetContext("left kidney", "CT", "axial", ["right kidney", "liver"], "right side")
+    for answer in generate_queries(both, "train", random.Random(3), count=6):
+        assert "patient's left" in answer.short
+    alone = TargetContext("left kidney", "CT", "axial", ["liver"], "right side")
+    shorts = [a.short for a in generate_queries(alone, "train", random.Random(3), count=6)]
+    assert not all("the one on the patient's left" in s for s in shorts)
