@@ -6,6 +6,7 @@ Everything runs in torch so a batch of slices is prepared in one call.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -75,7 +76,7 @@ def postprocess_masks(
 
 def to_rgb_tensor(image_u8) -> torch.Tensor:
     """A (H, W) or (H, W, 3) uint8 array -> (3, H, W) uint8 tensor."""
-    t = torch.as_tensor(image_u8)
+    t = torch.tensor(np.asarray(image_u8))  # a copy: inputs may be read-only views
     if t.ndim == 2:
         t = t.unsqueeze(-1).expand(*t.shape, 3)
     if t.ndim != 3 or t.shape[-1] != 3:

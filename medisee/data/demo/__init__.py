@@ -14,6 +14,11 @@ direction in DICOM LPS, i.e. column index -> patient left, row index -> posterio
 convention (patient right on the image left, anterior at the top).
 """
 
+from .brain import BRAIN_STRUCTURES, BrainVolume, generate_brain
+from .build import build_demo_dataset
 from .ct_phantom import CT_STRUCTURES, Phantom, generate_phantom
 
-__all__ = ["CT_STRUCTURES", "Phantom", "generate_phantom"]
+__all__ = [
+    "BRAIN_STRUCTURES", "CT_STRUCTURES", "BrainVolume", "Phantom",
+    "build_demo_dataset", "generate_brain", "generate_phantom",
+]  # fmt: skip
