@@ -21,7 +21,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from .checkpoints import read_state, write_json
+from medisee.atomic import write_json
+
+from .checkpoints import read_state
 from .config import load_config
 from .train import run
 

@@ -14,6 +14,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medisee.atomic import write_json
+
 STATE_FILE = "state.json"
 
 
@@ -66,8 +68,3 @@ def _prune(root: Path, keep: int, current: str) -> None:
         if old.name != current:
             shutil.rmtree(old, ignore_errors=True)
 
-
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

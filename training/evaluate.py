@@ -20,18 +20,17 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from medisee.atomic import write_text
+from medisee.data.loader import load_image, load_mask
 from medisee.data.records import DataError, Record
-from medisee.imaging import read_image, to_uint8
 from medisee.metrics import (
     AbsenceAccumulator,
     DetectionAccumulator,
@@ -40,77 +39,14 @@ from medisee.metrics import (
 )
 from medisee.predictor import MODES, Entity, PredictionInputError
 
+from . import report
+
 log = logging.getLogger("medisee.evaluate")
 
 KINDS = ("short", "long")
 SCHEMA_VERSION = 1
-PIXEL_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-# worst-case grid layout (pixels)
-WORST_CASES = 16
-GRID_COLUMNS = 4
-TILE = 256
-CAPTION_HEIGHT = 54
-GAP = 6
-HEADER_HEIGHT = 28
-GT_COLOUR = (40, 220, 60)
-PRED_COLOUR = (235, 40, 40)
 
 Progress = Callable[[int, int], None]
-
-
-# -- inputs ---------------------------------------------------------------------------------
-def _window(record: Record):
-    window = record.extra.get("window")
-    return tuple(window) if isinstance(window, list) else window
-
-
-def _plane(array: np.ndarray, spatial_dims: int, record: Record, what: str) -> np.ndarray:
-    """The 2D plane of a volume: its only slice, or ``record.extra["slice"]`` (axial index)."""
-    if spatial_dims == 2:
-        return array
-    index = record.extra.get("slice")
-    if index is None:
-        if array.shape[0] != 1:
-            raise DataError(f"{record.source}: {what} is a volume of {array.shape[0]} slices; "
-                            "give the slice index in the record's \"slice\" field")
-        index = 0
-    if not 0 <= int(index) < array.shape[0]:
-        raise DataError(f"{record.source}: slice {index} out of range for the {what} ({array.shape[0]} slices)")
-    return array[int(index)]
-
-
-def load_image(record: Record) -> np.ndarray:
-    """The record's image as the model sees it: uint8 (H, W) or (H, W, 3).
-
-    8-bit PNG/JPEG are used as stored (as in training); anything else (NIfTI, DICOM, 16-bit
-    PNG, ...) is read with :func:`medisee.imaging.read_image` and mapped to uint8 with
-    ``record.extra["window"]`` (a CT preset name or ``[level, width]``) when given."""
-    path = Path(record.image)
-    try:
-        if path.suffix.lower() in PIXEL_SUFFIXES:
-            with Image.open(path) as opened:
-                if opened.mode in ("L", "RGB"):
-                    return np.asarray(opened).copy()
-        image = read_image(path)
-        pixels = to_uint8(image, _window(record))
-    except (OSError, ValueError) as err:
-        raise DataError(f"{record.source or path}: cannot read the image: {err}") from err
-    return _plane(pixels, image.ndim, record, "image")
-
-
-def load_mask(record: Record) -> np.ndarray:
-    """The record's ground-truth mask as a bool (H, W) array (non-zero = target)."""
-    path = Path(record.mask)
-    try:
-        if path.suffix.lower() in PIXEL_SUFFIXES:
-            with Image.open(path) as opened:
-                return np.asarray(opened.convert("L")) > 0
-        image = read_image(path)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{record.source or path}: cannot read the mask: {err}") from err
-    array = image.array[..., 0] if image.is_rgb else image.array
-    return _plane(array, image.ndim, record, "mask") > 0
 
 
 def _gt_box_pixels(record: Record, mask: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -201,7 +137,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
     overall = _Split()
     by_class: dict[str, _Split] = {}
     by_modality: dict[str, _Split] = {}
-    worst: list[_Worst] = []  # max-heap on IoU (stored negated) of the WORST_CASES lowest
+    worst: list[_Worst] = []  # max-heap on IoU (stored negated) of the report.WORST_CASES lowest
     samples: list[dict] = []
     skipped = 0
     cache = getattr(predictor, "cache", None)
@@ -260,7 +196,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
                     if gt_box is not None:
                         box = group.detection.add(pred_box, gt_box)
                 sample.update(iou=iou, dice=dice, box_iou=box if gt_box is not None else None)
-                _keep_worst(worst, len(samples), iou, lambda: _tile(
+                _keep_worst(worst, len(samples), iou, lambda: report.tile(
                     image, gt_mask, pred_mask, gt_box, pred_box,
                     [f"{record.class_text} ({kind})",
                      f"IoU {iou:.2f}  Dice {dice:.2f}  box " + (f"{box:.2f}" if gt_box is not None else "-")
@@ -288,115 +224,20 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
         "by_modality": {name: split.summary() for name, split in sorted(by_modality.items())},
         "files": {"per_sample": "per_sample.jsonl", "worst_cases": "worst_cases.png"},
     }
-    _write_text(out_dir / "per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-    _save_png(worst_cases_grid([w.tile for w in sorted(worst, key=lambda w: (-w.neg_iou, -w.order))]),
+    write_text(out_dir / "per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    report.save_png(report.worst_cases_grid([w.tile for w in sorted(worst, key=lambda w: (-w.neg_iou, -w.order))]),
               out_dir / "worst_cases.png")
-    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
 def _keep_worst(heap: list[_Worst], order: int, iou: float, render: Callable[[], Image.Image]) -> None:
-    """Keep the ``WORST_CASES`` lowest-IoU cases (earliest first among ties); render lazily."""
+    """Keep the ``report.WORST_CASES`` lowest-IoU cases (earliest first among ties); render lazily."""
     entry_key = (-iou, -order)
-    if len(heap) < WORST_CASES:
+    if len(heap) < report.WORST_CASES:
         heapq.heappush(heap, _Worst(-iou, -order, render()))
     elif entry_key > (heap[0].neg_iou, heap[0].order):  # lower IoU (or as low, earlier) than the best kept
         heapq.heapreplace(heap, _Worst(-iou, -order, render()))
 
 
 # -- outputs --------------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a bool mask (in-mask pixels with an out-of-mask 4-neighbour), 2 px wide."""
-    padded = np.pad(mask, 1)
-    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    edge = mask & ~interior
-    thick = np.pad(edge, 1)
-    return edge | thick[:-2, 1:-1] | thick[2:, 1:-1] | thick[1:-1, :-2] | thick[1:-1, 2:]
-
-
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    text = " ".join(text.split())
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
-def _tile(image: np.ndarray, gt_mask: np.ndarray, pred_mask: np.ndarray, gt_box, pred_box,
-          caption: list[str]) -> Image.Image:
-    """One case: the image fitted in TILE x TILE, prediction filled and outlined in red, ground
-    truth outlined in green, boxes as thin rectangles, and a caption underneath."""
-    height, width = gt_mask.shape
-    scale = TILE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    base = Image.fromarray(image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-    rgb = np.asarray(base, dtype=np.float32).copy()
-
-    def resized(mask: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
-
-    pred, gt = resized(pred_mask), resized(gt_mask)
-    rgb[pred] = 0.65 * rgb[pred] + 0.35 * np.array(PRED_COLOUR)
-    rgb[_outline(pred)] = PRED_COLOUR
-    rgb[_outline(gt)] = GT_COLOUR
-    picture = Image.fromarray(np.rint(rgb).astype(np.uint8))
-    draw = ImageDraw.Draw(picture)
-    for box, colour in ((gt_box, GT_COLOUR), (pred_box, PRED_COLOUR)):
-        if box is not None:
-            x0, x1 = sorted((box[0] * scale, box[2] * scale))
-            y0, y1 = sorted((box[1] * scale, box[3] * scale))
-            draw.rectangle((x0, y0, x1, y1), outline=colour, width=1)
-
-    tile = Image.new("RGB", (TILE, TILE + CAPTION_HEIGHT), (24, 24, 24))
-    tile.paste(picture, ((TILE - size[0]) // 2, (TILE - size[1]) // 2))
-    draw = ImageDraw.Draw(tile)
-    font = _font(13)
-    for line, text in enumerate(caption[:3]):
-        draw.text((4, TILE + 2 + 17 * line), _fit_text(draw, text, font, TILE - 8), fill=(235, 235, 235), font=font)
-    return tile
-
-
-def worst_cases_grid_size(count: int) -> tuple[int, int]:
-    """(width, height) of the grid image holding ``count`` tiles (1 placeholder tile when 0)."""
-    count = max(count, 1)
-    columns = min(GRID_COLUMNS, count)
-    rows = math.ceil(count / GRID_COLUMNS)
-    return GAP + columns * (TILE + GAP), HEADER_HEIGHT + GAP + rows * (TILE + CAPTION_HEIGHT + GAP)
-
-
-def worst_cases_grid(tiles: list[Image.Image]) -> Image.Image:
-    """Tiles (worst first) in rows of ``GRID_COLUMNS`` under a legend; a placeholder when empty."""
-    if not tiles:
-        placeholder = Image.new("RGB", (TILE, TILE + CAPTION_HEIGHT), (24, 24, 24))
-        ImageDraw.Draw(placeholder).text((8, TILE // 2), "no present targets evaluated", fill=(235, 235, 235),
-                                         font=_font(13))
-        tiles = [placeholder]
-    width, height = worst_cases_grid_size(len(tiles))
-    grid = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    draw.text((GAP, 6), "Lowest mask IoU first.  Green: ground truth.  Red: prediction.  Rectangles: boxes.",
-              fill=(0, 0, 0), font=_font(14))
-    for i, tile in enumerate(tiles):
-        row, column = divmod(i, GRID_COLUMNS)
-        grid.paste(tile, (GAP + column * (TILE + GAP), HEADER_HEIGHT + GAP + row * (TILE + CAPTION_HEIGHT + GAP)))
-    return grid

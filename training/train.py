@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from medisee.atomic import write_json
 from medisee.model import MediSee
 from medisee.model.trainable import configure_trainable, count_parameters
 
@@ -147,7 +148,7 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     barrier = dist.barrier if world > 1 else (lambda: None)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
-        checkpoints.write_json(config.output_dir / "train_config.json", to_dict(config))
+        write_json(config.output_dir / "train_config.json", to_dict(config))
 
     sources = read_sources(config)
     all_records = [r for records, _ in sources.values() for r in records]

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json
 from ..imaging import AXES, MedicalImage, extract_slice, read_image, to_uint8, write_mask, write_overlay_png
 from ..predictor import MODES, Prediction, Predictor, PredictionInputError
 from ..results import LabelledResult, assemble
@@ -140,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "overlay": files["overlay"],
         "seconds": round(elapsed, 3),
     }
-    _write_json(out / "result.json", summary)
+    write_json(out / "result.json", summary)
     found = len(result.entities)
     print(f"answer: {summary['answer'] or '(no text)'}")
     print(f"entities: {found}" + ("" if found else " (no target found)") + f"; results in {out}/result.json")
@@ -180,8 +179,3 @@ def write_outputs(out: Path, image: MedicalImage, display: MedicalImage, axis: s
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "entity"
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -1,4 +1,11 @@
-"""Records -> ``TrainingSample``: pixels, masks, boxes, the query and the answer to learn."""
+"""Records -> pixels, masks and ``TrainingSample``s; shared by training and evaluation so
+both see an image exactly the same way.
+
+8-bit PNG/JPEG are used as stored; anything else (NIfTI, DICOM, 16-bit PNG, ...) is read
+with ``medisee.imaging.read_image`` and mapped to uint8 with ``record.extra["window"]`` (a
+CT preset name or ``[level, width]``) when given. Volumes need ``record.extra["slice"]``
+(an axial index) unless they hold a single slice.
+"""
 
 from __future__ import annotations
 
@@ -17,30 +24,60 @@ from .records import DataError, Record
 PIXEL_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def load_pixels(path: Path, window=None) -> np.ndarray:
-    """A display-ready uint8 image: PNG/JPEG as stored, anything else read and windowed."""
-    if path.suffix.lower() in PIXEL_SUFFIXES:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
-        if array.dtype != np.uint8:
-            raise DataError(f"{path}: expected an 8-bit image, got {array.dtype}")
+def _window(record: Record):
+    window = record.extra.get("window")
+    return tuple(window) if isinstance(window, list) else window
+
+
+def _plane(array: np.ndarray, spatial_dims: int, record: Record, what: str) -> np.ndarray:
+    """The 2D plane of a volume: its only slice, or ``record.extra["slice"]`` (axial index)."""
+    if spatial_dims == 2:
         return array
-    image = read_image(path)
-    pixels = to_uint8(image, tuple(window) if isinstance(window, list) else window)
-    return pixels[0] if pixels.ndim == 3 and image.ndim == 3 and pixels.shape[0] == 1 else pixels
+    index = record.extra.get("slice")
+    if index is None:
+        if array.shape[0] != 1:
+            raise DataError(f"{record.source}: {what} is a volume of {array.shape[0]} slices; "
+                            "give the slice index in the record's \"slice\" field")
+        index = 0
+    if not 0 <= int(index) < array.shape[0]:
+        raise DataError(f"{record.source}: slice {index} out of range for the {what} ({array.shape[0]} slices)")
+    return array[int(index)]
 
 
-def load_mask(path: Path) -> np.ndarray:
-    if path.suffix.lower() in PIXEL_SUFFIXES:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L")) > 0
-    mask = read_image(path).array
-    return (mask[0] if mask.ndim == 3 and mask.shape[0] == 1 else mask) > 0
+def load_image(record: Record) -> np.ndarray:
+    """The record's image as the model sees it: uint8 (H, W) or (H, W, 3)."""
+    path = Path(record.image)
+    try:
+        if path.suffix.lower() in PIXEL_SUFFIXES:
+            with Image.open(path) as opened:
+                if opened.mode in ("L", "RGB"):
+                    return np.array(opened)
+        image = read_image(path)
+        pixels = to_uint8(image, _window(record))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{record.source or path}: cannot read the image: {err}") from err
+    return _plane(pixels, image.ndim, record, "image")
+
+
+def load_mask(record: Record, path: str | Path | None = None) -> np.ndarray:
+    """A ground-truth mask of the record (its own, or ``path`` for extra targets) as bool (H, W)."""
+    path = Path(path or record.mask)
+    try:
+        if path.suffix.lower() in PIXEL_SUFFIXES:
+            with Image.open(path) as opened:
+                return np.asarray(opened.convert("L")) > 0
+        image = read_image(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{record.source or path}: cannot read the mask: {err}") from err
+    array = image.array[..., 0] if image.is_rgb else image.array
+    return _plane(array, image.ndim, record, "mask") > 0
 
 
 @lru_cache(maxsize=4096)
-def _cached_pixels(path: str, window) -> np.ndarray:
-    return load_pixels(Path(path), window)
+def _cached_image(image: str, window, index, source: str) -> np.ndarray:
+    """Training draws the same slice many times: decode each once."""
+    extra = {"window": list(window) if isinstance(window, tuple) else window, "slice": index}
+    return load_image(Record(Path(image), None, "", "", "", None, source=source, extra=extra))
 
 
 def to_training_sample(
@@ -55,9 +92,9 @@ def to_training_sample(
     ``query_kind`` picks the ``short`` or ``long`` query ("any" draws one). With probability
     ``instruction_probability`` the query gets an explicit instruction suffix ("Please
     respond with segmentation mask and location bounding box, and explain why."), so the
-    model learns both the bare question a radiologist types and the instructed form."""
-    window = record.extra.get("window")
-    image = _cached_pixels(str(record.image), tuple(window) if isinstance(window, list) else window)
+    model learns both the bare question a radiologist types and the instructed form.
+    Multi-target instructions carry ``extra["targets"]`` and their answer in ``extra["answer"]``."""
+    image = _cached_image(str(record.image), _window(record), record.extra.get("slice"), record.source)
     kind = rng.choice(("short", "long")) if query_kind == "any" else query_kind
     query = getattr(record, kind)
     if rng.random() < instruction_probability:
@@ -68,8 +105,8 @@ def to_training_sample(
         return TrainingSample(image, query, answer, np.zeros((0, height, width), np.uint8), np.zeros((0, 4), np.float32))
     targets = record.extra.get("targets") or [{"mask": record.mask, "bbox": record.bbox}]
     masks, boxes = [], []
-    for target in targets:  # several for multi-label instructions (MIMO perspective I)
-        mask = load_mask(Path(target["mask"]))
+    for target in targets:
+        mask = load_mask(record, target["mask"])
         if mask.shape != (height, width):
             raise DataError(f"{record.source}: mask {mask.shape} and image {(height, width)} differ in size")
         masks.append(mask.astype(np.uint8))

@@ -17,7 +17,8 @@ from PIL import Image
 from medisee.commands import evaluate as evaluate_command
 from medisee.data.records import DataError, Record
 from medisee.predictor import Entity, Prediction, Predictor
-from training.evaluate import CAPTION_HEIGHT, GAP, GRID_COLUMNS, HEADER_HEIGHT, TILE, evaluate
+from training.evaluate import evaluate
+from training.report import CAPTION_HEIGHT, GAP, GRID_COLUMNS, HEADER_HEIGHT, TILE
 
 H, W = 48, 64
 
