@@ -48,6 +48,8 @@ class TrainConfig:
     query_kind: str = "any"  # short, long or any
     train_tokenizer: bool = False  # tiny from scratch: fit the BPE tokenizer to the data first
     keep_checkpoints: int = 2
+    gt_box_prompts: float = 0.0  # fraction of targets whose mask is prompted with the true box
+    loss_weights: dict | None = None  # overrides of the model's LossWeights for this run
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:

@@ -13,6 +13,7 @@ A killed run started again with the same config resumes from its last checkpoint
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import random
@@ -177,6 +178,7 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     for _ in range(start * per_step):  # replay the draws of the completed steps
         next(sampler)
 
+    weights = dataclasses.replace(bundle.config.loss, **(config.loss_weights or {}))
     bundle.model.train()
     log_file = config.output_dir / "log.jsonl"
     bar = tqdm(total=config.steps, initial=start, disable=not (show_progress and is_main), desc="training",
@@ -185,13 +187,14 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     for step in range(start, config.steps):
         rng = random.Random(config.seed * 1_000_003 + step * 101 + rank)
         torch.manual_seed(config.seed + step)
+        generator = torch.Generator().manual_seed(config.seed + step)
         started = time.perf_counter()
         totals: dict[str, float] = {}
         for _ in range(config.grad_accumulation):
             records = [next(sampler) for _ in range(config.batch_size)]
             samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune")
                        for r in records]
-            terms = bundle.loss(samples)
+            terms = bundle.loss(samples, weights, config.gt_box_prompts, generator)
             engine.backward(terms["total"])
             engine.step()
             for name, value in terms.items():

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import losses
-from ..config import MediSeeConfig
+from ..config import LossWeights, MediSeeConfig
 from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
 from ..tokenizer import candidate_token_ids
 from .medisee import ImageEncoding, MediSeeModel
@@ -92,20 +92,30 @@ class MediSee:
         return pad_prompts(encoded, self.tokenizer.pad_token_id, padding_side, self.device)
 
     # -- training -------------------------------------------------------------------------
-    def loss(self, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
+    def loss(self, samples: list[TrainingSample], weights: LossWeights | None = None,
+             gt_box_prompts: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Every loss term and their weighted ``total`` for a batch of samples.
 
         The similarity terms (eq. 5) use the samples that have a ``plain_query`` and at
-        least one target; absent-target samples only contribute the text loss."""
+        least one target; absent-target samples only contribute the text loss. With
+        ``gt_box_prompts`` > 0, that fraction of targets prompts the mask head with the
+        ground-truth box instead of the predicted one (box-prompted segmentation as MedSAM
+        was trained; used when the mask head learns from scratch)."""
         images = self.encode_images([s.image for s in samples])
         tokens = self.tokenize([(s.query, s.answer) for s in samples])
+        prompt_boxes = None
+        if gt_box_prompts > 0:
+            boxes = [torch.as_tensor(np.asarray(s.boxes, np.float32)).reshape(-1, 4) for s in samples]
+            prompt_boxes = torch.cat(boxes).to(self.device)
+            keep_predicted = torch.rand(len(prompt_boxes), generator=generator) >= gt_box_prompts
+            prompt_boxes[keep_predicted.to(self.device)] = float("nan")
         fwd = self.model(images, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                         answer_start=tokens.answer_start)
+                         answer_start=tokens.answer_start, prompt_boxes=prompt_boxes)
         terms = self._supervised_terms(fwd, tokens, samples)
         paired = [i for i, s in enumerate(samples) if s.plain_query and len(s.masks)]
         if paired:
             terms.update(self._similarity_terms(fwd, tokens, images, samples, paired))
-        terms["total"] = losses.combine(terms, self.config.loss)
+        terms["total"] = losses.combine(terms, weights or self.config.loss)
         return terms
 
     def _supervised_terms(self, fwd, tokens: TokenBatch, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:

@@ -158,7 +158,8 @@ class MediSeeModel(nn.Module):
         """Fill ``outputs.mask_logits`` (original resolution) and ``mask_quality``.
 
         The box prompt is the predicted box unless ``prompt_boxes`` (G, 4, normalised
-        xyxy) overrides it; ``prompt_points`` (G, P, 2) are normalised (x, y) clicks."""
+        xyxy; NaN rows keep the prediction) overrides it; ``prompt_points`` (G, P, 2) are
+        normalised (x, y) clicks."""
         from .preprocess import postprocess_masks
 
         if len(image_of_group) == 0:
@@ -168,7 +169,10 @@ class MediSeeModel(nn.Module):
             [[images.resized[i][1], images.resized[i][0]] for i in image_of_group.tolist()],
             dtype=outputs.boxes.dtype, device=outputs.boxes.device,
         )  # (G, 2) as (w, h) of the resized image
-        boxes_norm = cxcywh_to_xyxy(outputs.boxes) if prompt_boxes is None else prompt_boxes.to(outputs.boxes)
+        boxes_norm = cxcywh_to_xyxy(outputs.boxes)
+        if prompt_boxes is not None:  # rows of NaN keep the predicted box
+            prompt_boxes = prompt_boxes.to(boxes_norm)
+            boxes_norm = torch.where(torch.isnan(prompt_boxes), boxes_norm, prompt_boxes)
         boxes = boxes_norm * scale.repeat(1, 2)
         points = None if prompt_points is None else prompt_points.to(scale) * scale.unsqueeze(1)
         low_res, quality = self.mask_head.decode(
@@ -191,16 +195,20 @@ class MediSeeModel(nn.Module):
         image_mask: torch.Tensor,
         image_index: torch.Tensor | None = None,
         answer_start: torch.Tensor | None = None,
+        prompt_boxes: torch.Tensor | None = None,
     ) -> "ForwardOutputs":
         """Teacher-forced pass over full conversations. Returns the final-layer states and
-        the per-group predictions; losses are computed from these by ``medisee.losses``."""
+        the per-group predictions; losses are computed from these by ``medisee.losses``.
+        ``prompt_boxes`` (G, 4) replaces the mask head's box prompt per group (NaN: keep)."""
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         embeds = self.mllm.embed(input_ids, image_mask, images.clip[image_index])
         hidden = self.mllm.hidden_states(embeds, attention_mask)
         groups = self.find_groups(input_ids, answer_start)
         outputs = self.decode_groups(hidden, groups)
-        outputs = self.predict_masks(images, image_index[groups.rows], outputs)
+        if prompt_boxes is not None and len(prompt_boxes) != len(groups):
+            raise ValueError(f"{len(prompt_boxes)} prompt boxes for {len(groups)} grounded groups")
+        outputs = self.predict_masks(images, image_index[groups.rows], outputs, prompt_boxes)
         return ForwardOutputs(hidden=hidden, groups=groups, outputs=outputs, image_index=image_index)
 
 

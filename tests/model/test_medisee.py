@@ -146,3 +146,20 @@ def test_loss_decreases_over_50_steps_on_one_fixed_batch(tiny, phantom):
     for term in ("ce", "bce", "dice", "l1", "giou"):
         assert last[term] < first[term], term
     assert last["dice"] < 0.5 * first["dice"]
+
+
+def test_ground_truth_box_prompts_replace_predicted_boxes_per_group(tiny, phantom):
+    image, mask, box = phantom
+    sample = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
+    captured = []
+    decode = tiny.model.mask_head.decode
+    tiny.model.mask_head.decode = lambda e, s, boxes, p=None: (captured.append(boxes), decode(e, s, boxes, p))[1]
+    try:
+        with torch.no_grad():
+            tiny.loss([sample], gt_box_prompts=1.0)
+            tiny.loss([sample], gt_box_prompts=0.0)
+    finally:
+        del tiny.model.mask_head.decode
+    resized = torch.tensor([256.0, 192.0, 256.0, 192.0])
+    torch.testing.assert_close(captured[0][0], torch.as_tensor(box) * resized)
+    assert not torch.allclose(captured[1][0], captured[0][0])
