@@ -32,7 +32,7 @@ def load_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None)
     if spec == DEFAULT:
         folder = default_model_dir()
         if (folder / "config.json").exists():
-            bundle = load_checkpoint(folder, device=device, dtype=dtype)
+            bundle = load_checkpoint(folder, device=device, dtype=dtype or torch.float32)  # stored in bfloat16
             meta = read_metadata(folder)
             return LoadedModel(bundle, "default", True, meta.get("description", "bundled tiny MediSee"))
         from .builder import build_random

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from pathlib import Path
 
-from medisee.atomic import write_json
 
 from .checkpoints import read_state
+from . import model_card
 from .config import load_config
 from .train import run
 
@@ -60,17 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
     if args.install:
+        import torch
+
+        from medisee.weights import load_checkpoint, read_metadata, save_checkpoint
+
         target = ROOT / "medisee" / "assets" / "default-model"
-        staging = target.with_name(".default-model.new")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(final, staging)
-        meta = json.loads((staging / "medisee.json").read_text()) if (staging / "medisee.json").exists() else {}
-        meta.update({"trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
-                     "test_metrics": metrics.get("overall", {})})
-        write_json(staging / "medisee.json", meta)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        log.info("installed the default model in %s", target)
+        meta = read_metadata(final) | {
+            "trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
+            "test_metrics": model_card.headline(metrics),
+        }
+        # stored in bfloat16 to keep the repository small; loaded back as float32 on a CPU
+        save_checkpoint(load_checkpoint(final, dtype=torch.bfloat16), target, metadata=meta)
+        manifest = json.loads((data / "manifest.json").read_text())
+        card = ROOT / "docs" / "MODEL_CARD.md"
+        card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install"))
+        log.info("installed the default model in %s; results in %s", target, card)
     return 0
 
 
