@@ -17,6 +17,7 @@ from pydicom.data import get_testdata_file
 
 from medisee.cli import main
 from medisee.imaging import read_image, write_dicom_series
+from medisee.models import default_model_dir
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 QUERY = "which organ filters the blood?"
@@ -35,7 +36,8 @@ def test_predict_on_pydicom_ct_small_writes_result_mask_and_overlay(tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("predict", "--model", "default", "--image", CT_SMALL, "--query", QUERY, "--out", str(out))
     assert code == 0, stderr
-    assert "untrained" in stderr  # the CLI says the bundled model is a placeholder
+    bundled = (default_model_dir() / "config.json").exists()
+    assert ("untrained" in stderr) != bundled  # a placeholder model is announced as such
     result = json.loads((out / "result.json").read_text())
     assert result["query"] == QUERY and result["slices"] == [0] and result["image_shape"] == [1, 128, 128]
     assert isinstance(result["answer"], str) and isinstance(result["entities"], list)
@@ -49,13 +51,23 @@ def test_predict_on_pydicom_ct_small_writes_result_mask_and_overlay(tmp_path):
     assert overlay.size == (128, 128) and overlay.mode == "RGB"
 
 
-def test_predict_entities_are_written_with_their_mask_files(tmp_path, monkeypatch, capsys):
-    """With the threshold at zero the untrained model reports its entity: check the files."""
+@pytest.fixture(scope="module")
+def seeded_checkpoint(tmp_path_factory, tiny_tokenizer):
+    """The seeded random tiny model as a checkpoint: its outputs do not depend on whichever
+    default model is bundled."""
+    from medisee.builder import build_random
+    from medisee.weights import save_checkpoint
+
+    return str(save_checkpoint(build_random("tiny", tokenizer=tiny_tokenizer), tmp_path_factory.mktemp("ckpt") / "tiny"))
+
+
+def test_predict_entities_are_written_with_their_mask_files(tmp_path, capsys, seeded_checkpoint):
+    """With the threshold at zero the seeded model reports its entity: check the files."""
     volume = np.full((6, 40, 50), -1000, np.int16)
     volume[:, 10:30, 15:35] = 60
     write_dicom_series(volume, tmp_path / "series", spacing=(0.8, 0.8, 2.5), origin=(-20, -16, 30))
     out = tmp_path / "out"
-    code = main(["predict", "--image", str(tmp_path / "series"), "--query", QUERY, "--slice", "1-3",
+    code = main(["predict", "--model", seeded_checkpoint, "--image", str(tmp_path / "series"), "--query", QUERY, "--slice", "1-3",
                  "--mode", "fast", "--threshold", "0", "--out", str(out)])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
@@ -72,10 +84,10 @@ def test_predict_entities_are_written_with_their_mask_files(tmp_path, monkeypatc
     assert "entities: 3" in capsys.readouterr().out
 
 
-def test_predict_on_a_2d_png_writes_png_masks(tmp_path):
+def test_predict_on_a_2d_png_writes_png_masks(tmp_path, seeded_checkpoint):
     Image.fromarray((np.random.default_rng(0).random((60, 80)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
     out = tmp_path / "out"
-    assert main(["predict", "--image", str(tmp_path / "x.png"), "--query", QUERY, "--threshold", "0",
+    assert main(["predict", "--model", seeded_checkpoint, "--image", str(tmp_path / "x.png"), "--query", QUERY, "--threshold", "0",
                  "--mode", "fast", "--box", "5,5,60,50", "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["labels_file"] == "labels.png" and result["entities"][0]["mask_file"].endswith(".png")
@@ -116,11 +128,12 @@ def test_bad_input_through_the_console_script_has_no_traceback(tmp_path):
     assert code == 2 and "expected X0,Y0,X1,Y1" in stderr
 
 
-def test_info_counts_parameters_of_presets_without_allocating(capsys):
+def test_info_counts_parameters_of_presets_without_allocating(capsys, monkeypatch, tmp_path):
     assert main(["info", "--preset", "medisee-7b"]) == 0
     out = capsys.readouterr().out
     assert "vocab 32002" in out and "576 image tokens" in out
     total = int(next(line for line in out.splitlines() if line.strip().startswith("total")).split()[1].replace(",", ""))
     assert 7.5e9 < total < 7.9e9
+    monkeypatch.setattr("medisee.models.default_model_dir", lambda: tmp_path)  # no bundled weights
     assert main(["info", "--model", "default"]) == 0
     assert "UNTRAINED" in capsys.readouterr().out
