@@ -4,8 +4,10 @@
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).
-2. Stage 1, pretrain: the tiny preset from scratch (its tokenizer fitted to the data;
-   every parameter trains, because no pretrained encoders exist offline).
+2. Stage 0, segmentation: the SAM-like mask head learns box-prompted segmentation from
+   scratch (MedSAM-style), every target of every slice, no language model.
+   Stage 1, pretrain: from stage 0, everything trains (its tokenizer fitted to the data;
+   no pretrained CLIP or language model exists offline).
 3. Stage 2, end-to-end (eq. 4) with the paper's freezing rules.
 4. Stage 3, fine-tuning with the similarity loss (eq. 5).
 5. ``medisee evaluate`` on the held-out test split; the model and its metrics are copied
@@ -28,7 +30,7 @@ from .train import run
 
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("tiny-1-pretrain.yaml", "tiny-2-end-to-end.yaml", "tiny-3-finetune.yaml")
+STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-end-to-end.yaml", "tiny-3-finetune.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:

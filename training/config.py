@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-PHASES = ("pretrain", "end_to_end", "finetune")
+PHASES = ("segmentation", "pretrain", "end_to_end", "finetune")
 
 
 @dataclass
@@ -28,7 +28,8 @@ class TrainConfig:
     output_dir: Path
     train: list[DataSource]
     init: str = "preset:tiny"  # "preset:NAME", "checkpoint:PATH" or "default"
-    phase: str = "end_to_end"  # pretrain: everything trains (tiny only); finetune: + similarity loss
+    phase: str = "end_to_end"  # segmentation: box-prompted mask head only; pretrain: everything trains
+    #                            (tiny only); end_to_end: eq. 4; finetune: + similarity loss
     val: Path | None = None
     val_limit: int = 64  # validation records evaluated at each eval
     steps: int = 1000
@@ -49,6 +50,7 @@ class TrainConfig:
     train_tokenizer: bool = False  # tiny from scratch: fit the BPE tokenizer to the data first
     keep_checkpoints: int = 2
     gt_box_prompts: float = 0.0  # fraction of targets whose mask is prompted with the true box
+    box_jitter: float = 0.1  # segmentation phase: prompt boxes move by up to this fraction of their size
     loss_weights: dict | None = None  # overrides of the model's LossWeights for this run
 
     def __post_init__(self) -> None:

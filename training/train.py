@@ -25,7 +25,7 @@ import torch
 
 from medisee.atomic import write_json
 from medisee.model import MediSee
-from medisee.model.trainable import configure_trainable, count_parameters
+from medisee.model.trainable import configure_trainable, count_parameters, train_only
 
 from . import checkpoints
 from .config import TrainConfig, load_config, to_dict
@@ -139,7 +139,7 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from medisee.data.loader import to_training_sample
+    from medisee.data.loader import group_by_image, image_targets, to_training_sample
     from medisee.data.mixing import MixedSampler
     from medisee.weights import save_checkpoint
 
@@ -154,7 +154,10 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
     sources = read_sources(config)
     all_records = [r for records, _ in sources.values() for r in records]
     bundle = build_bundle(config, all_records)
-    trainable = configure_trainable(bundle.model, train_encoders=config.phase == "pretrain")
+    if config.phase == "segmentation":  # the mask head alone learns box-prompted segmentation
+        trainable = train_only(bundle.model, "mask_head.")
+    else:
+        trainable = configure_trainable(bundle.model, train_encoders=config.phase == "pretrain")
     log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,
              f"{count_parameters(bundle.model):,}", f"{count_parameters(bundle.model, True):,}", len(trainable),
              config.phase)
@@ -172,8 +175,8 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         log.info("resuming from %s (step %d of %d)", state.tag, start, config.steps)
     history = state.history if state else []
 
-    sampler = MixedSampler({k: v[0] for k, v in sources.items()}, {k: v[1] for k, v in sources.items()},
-                           seed=config.seed + rank)
+    units = {k: group_by_image(v[0]) if config.phase == "segmentation" else v[0] for k, v in sources.items()}
+    sampler = MixedSampler(units, {k: v[1] for k, v in sources.items()}, seed=config.seed + rank)
     per_step = config.batch_size * config.grad_accumulation
     for _ in range(start * per_step):  # replay the draws of the completed steps
         next(sampler)
@@ -191,10 +194,14 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         started = time.perf_counter()
         totals: dict[str, float] = {}
         for _ in range(config.grad_accumulation):
-            records = [next(sampler) for _ in range(config.batch_size)]
-            samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune")
-                       for r in records]
-            terms = bundle.loss(samples, weights, config.gt_box_prompts, generator)
+            drawn = [next(sampler) for _ in range(config.batch_size)]
+            if config.phase == "segmentation":
+                images, masks, boxes = zip(*(image_targets(group) for group in drawn))
+                terms = bundle.segmentation_loss(list(images), list(masks), list(boxes), weights, config.box_jitter, generator)
+            else:
+                samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune")
+                           for r in drawn]
+                terms = bundle.loss(samples, weights, config.gt_box_prompts, generator)
             engine.backward(terms["total"])
             engine.step()
             for name, value in terms.items():

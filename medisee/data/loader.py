@@ -114,3 +114,21 @@ def to_training_sample(
     answer = record.extra.get("answer") or templates.grounded_answer(record.explanation)
     plain = queries.label_query(record.class_text, rng) if with_plain_query and len(targets) == 1 else None
     return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain)
+
+
+def group_by_image(records: list[Record]) -> list[list[Record]]:
+    """Present-target records grouped by the image (and slice) they share."""
+    groups: dict[tuple, list[Record]] = {}
+    for record in records:
+        if not record.absent and record.mask is not None:
+            groups.setdefault((str(record.image), record.extra.get("slice")), []).append(record)
+    return list(groups.values())
+
+
+def image_targets(group: list[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image of a group with every target's mask (k, H, W) and box (k, 4)."""
+    first = group[0]
+    image = _cached_image(str(first.image), _window(first), first.extra.get("slice"), first.source)
+    masks = np.stack([load_mask(record) for record in group]).astype(np.uint8)
+    boxes = np.asarray([record.bbox for record in group], dtype=np.float32)
+    return image, masks, boxes

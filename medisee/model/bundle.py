@@ -118,6 +118,44 @@ class MediSee:
         terms["total"] = losses.combine(terms, weights or self.config.loss)
         return terms
 
+    def segmentation_loss(self, images: list[np.ndarray], masks: list[np.ndarray], boxes: list[np.ndarray],
+                          weights: LossWeights | None = None, jitter: float = 0.0,
+                          generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Box-prompted segmentation of every target on each image, without the language
+        model: how the mask head learns from scratch before the seg token carries meaning
+        (MedSAM was trained the same way). ``masks[i]`` (k, H, W) and ``boxes[i]`` (k, 4;
+        normalised xyxy) belong to ``images[i]``; boxes move by up to ``jitter`` of their size."""
+        from .preprocess import postprocess_masks
+
+        sam_pixels, _, resized, original = self.prepare_images(images)
+        embeddings = self.model.mask_head.encode_image(sam_pixels)
+        image_of, prompts, targets = [], [], []
+        for i, (image_masks, image_boxes) in enumerate(zip(masks, boxes)):
+            for mask, box in zip(image_masks, image_boxes):
+                image_of.append(i)
+                prompts.append(torch.as_tensor(np.asarray(box, np.float32)))
+                targets.append(torch.as_tensor(np.asarray(mask), device=self.device).float())
+        if not prompts:
+            raise ValueError("no targets to segment in this batch")
+        prompts = torch.stack(prompts)
+        if jitter > 0:
+            size = (prompts[:, 2:] - prompts[:, :2]).repeat(1, 2)
+            prompts = prompts + (torch.rand(prompts.shape, generator=generator) * 2 - 1) * jitter * size
+        index = torch.tensor(image_of)
+        scale = torch.tensor([[resized[i][1], resized[i][0]] * 2 for i in image_of], dtype=torch.float32)
+        seg = torch.zeros(len(image_of), self.config.sam.prompt_dim, device=self.device, dtype=embeddings.dtype)
+        low_res, _ = self.model.mask_head.decode(embeddings[index.to(self.device)], seg,
+                                                 (prompts.clamp(0, 1) * scale).to(self.device))
+        size = self.config.sam.image_size
+        bce, dice = [], []
+        for g, i in enumerate(image_of):
+            logits = postprocess_masks(low_res[g : g + 1], size, resized[i], original[i])
+            bce.append(losses.mask_bce_loss(logits, targets[g][None]))
+            dice.append(losses.mask_dice_loss(logits, targets[g][None]))
+        terms = {"bce": torch.stack(bce).mean(), "dice": torch.stack(dice).mean()}
+        terms["total"] = losses.combine(terms, weights or self.config.loss)
+        return terms
+
     def _supervised_terms(self, fwd, tokens: TokenBatch, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
         lm = self.model.mllm
         targets = tokens.labels[:, 1:]

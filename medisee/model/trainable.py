@@ -53,6 +53,16 @@ def configure_trainable(model: nn.Module, train_encoders: bool = False) -> list[
     return names
 
 
+def train_only(model: nn.Module, prefix: str) -> list[str]:
+    """Freeze everything but the parameters under ``prefix``; returns their names."""
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefix))
+        if param.requires_grad:
+            names.append(name)
+    return names
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of distinct parameters (tied tensors count once)."""
     seen, total = set(), 0

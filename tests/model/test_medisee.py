@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medisee.model import TrainingSample
-from medisee.model.trainable import FULLY_TRAINED, configure_trainable
+from medisee.model.trainable import FULLY_TRAINED, configure_trainable, train_only
 
 QUERY = "which organ filters the blood?"
 ANSWER = "Sure, it is [SEG] and [BBOX]. The kidney filters blood."
@@ -163,3 +163,17 @@ def test_ground_truth_box_prompts_replace_predicted_boxes_per_group(tiny, phanto
     resized = torch.tensor([256.0, 192.0, 256.0, 192.0])
     torch.testing.assert_close(captured[0][0], torch.as_tensor(box) * resized)
     assert not torch.allclose(captured[1][0], captured[0][0])
+
+
+def test_box_prompted_segmentation_loss_trains_only_the_mask_head(tiny, phantom):
+    image, mask, box = phantom
+    train_only(tiny.model, "mask_head.")
+    terms = tiny.segmentation_loss([image, image], [mask[None], np.stack([mask, mask])], [box[None], np.stack([box, box])],
+                                   jitter=0.1, generator=torch.Generator().manual_seed(0))
+    assert set(terms) == {"bce", "dice", "total"} and torch.isfinite(terms["total"])
+    terms["total"].backward()
+    grads = {n: p.grad for n, p in tiny.model.named_parameters() if p.grad is not None}
+    assert grads and all(n.startswith("mask_head.") for n in grads)
+    assert any(n.startswith("mask_head.sam.vision_encoder.") for n in grads)
+    with pytest.raises(ValueError, match="no targets"):
+        tiny.segmentation_loss([image], [mask[:0][None][:0]], [box[None][:0]])

@@ -43,10 +43,10 @@ def make_dataset(root: Path, count: int = 6) -> Path:
     return root / "train.jsonl"
 
 
-def write_config(root: Path, data: Path, steps: int, save_every: int) -> Path:
+def write_config(root: Path, data: Path, steps: int, save_every: int, phase: str = "pretrain") -> Path:
     config = root / "train.yaml"
     config.write_text(
-        f"init: preset:tiny\nphase: pretrain\ntrain: {data}\nval: {data}\nval_limit: 4\n"
+        f"init: preset:tiny\nphase: {phase}\ntrain: {data}\nval: {data}\nval_limit: 4\n"
         f"output_dir: {root / 'run'}\nsteps: {steps}\nbatch_size: 2\nlr: 2.0e-3\nwarmup_steps: 2\n"
         f"save_every: {save_every}\nlog_every: 1\nseed: 0\n"
     )
@@ -101,3 +101,15 @@ def test_training_lowers_the_loss_and_resumes_after_being_killed(tmp_path):
     assert json.loads((run / "model" / "medisee.json").read_text())["step"] == 24
     assert model.config.name == "tiny"
     assert len([p for p in (run / "checkpoints").iterdir() if p.name.startswith("step")]) <= 2
+
+
+@pytest.mark.slow
+def test_segmentation_phase_trains_only_the_mask_head(tmp_path):
+    data = make_dataset(tmp_path)
+    proc = start(write_config(tmp_path, data, steps=3, save_every=3, phase="segmentation"))
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3] and {"bce", "dice", "total"} <= set(entries[0])
+    assert "ce" not in entries[0]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
