@@ -57,9 +57,11 @@ def save_checkpoint(bundle: MediSee, path: str | Path, metadata: dict | None = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the checkpoint from other users (a server)
     try:
         bundle.config.save(staging / CONFIG_FILE)
         save_file(_unique_state_dict(bundle.model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(staging / WEIGHTS_FILE, 0o644)
         bundle.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
         if metadata is not None:
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")

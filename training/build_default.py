@@ -61,22 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
     if args.install:
-        import torch
-
-        from medisee.weights import load_checkpoint, read_metadata, save_checkpoint
-
-        target = ROOT / "medisee" / "assets" / "default-model"
-        meta = read_metadata(final) | {
-            "trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
-            "test_metrics": model_card.headline(metrics),
-        }
-        # stored in bfloat16 to keep the repository small; loaded back as float32 on a CPU
-        save_checkpoint(load_checkpoint(final, dtype=torch.bfloat16), target, metadata=meta)
-        manifest = json.loads((data / "manifest.json").read_text())
-        card = ROOT / "docs" / "MODEL_CARD.md"
-        card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install"))
-        log.info("installed the default model in %s; results in %s", target, card)
+        install(final, metrics, data)
     return 0
+
+
+def install(model_dir: Path, metrics: dict, data: Path) -> Path:
+    """Copy a trained model into the package (bfloat16, to keep the repository small; it is
+    loaded back as float32 on a CPU) and write docs/MODEL_CARD.md from its test metrics."""
+    import torch
+
+    from medisee.weights import load_checkpoint, read_metadata, save_checkpoint
+
+    target = ROOT / "medisee" / "assets" / "default-model"
+    meta = read_metadata(model_dir) | {
+        "trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
+        "test_metrics": model_card.headline(metrics),
+    }
+    save_checkpoint(load_checkpoint(model_dir, dtype=torch.bfloat16), target, metadata=meta)
+    manifest = json.loads((data / "manifest.json").read_text())
+    card = ROOT / "docs" / "MODEL_CARD.md"
+    card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install"))
+    log.info("installed the default model in %s; results in %s", target, card)
+    return target
 
 
 def evaluate_test_split(model_dir: Path, data: Path, out: Path) -> dict:
