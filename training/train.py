@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -210,7 +211,7 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
         entry = {"step": step + 1, **losses, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
         if is_main:
             with log_file.open("a") as f:
-                f.write(__import__("json").dumps(entry) + "\n")
+                f.write(json.dumps(entry) + "\n")
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "ce", "dice", "giou")})
             bar.update(1)
             if (step + 1) % config.log_every == 0:

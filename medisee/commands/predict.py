@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     display = dataclasses.replace(image, array=to_uint8(image, parse_window(args.window)))
     axis = args.axis if image.ndim == 3 else "axial"
     count = image.num_slices(axis)
-    indices = parse_slices(args.slice, count) if count > 1 or args.slice not in (None, "0", "all") else [0]
+    indices = parse_slices(args.slice, count)
     slices = [extract_slice(display, i, axis) for i in indices]
 
     loaded = load_model(args.model, device=args.device)
