@@ -120,12 +120,6 @@ def _spread(count: int, total: int, rng: np.random.Generator) -> list[int]:
     return sorted({min(total - 1, int(phase + i * step)) for i in range(count)})
 
 
-def _bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    return (float(xs.min() / w), float(ys.min() / h), float((xs.max() + 1) / w), float((ys.max() + 1) / h))
-
-
 def _position(mask: np.ndarray) -> str:
     """Coarse place of the mask's centroid in the displayed image ("upper left", "centre", ...)."""
     ys, xs = np.nonzero(mask)
@@ -232,7 +226,7 @@ def _records(item: _Slice, out: Path, seed: int, quota: _AbsentQuota) -> list[Re
         answer = queries.generate_queries(context, item.split, rng, count=1)[0]
         extra = {**base, "position": position, "area": int(mask.sum()), "mask_volume": mask_volumes.get(name),
                  "orientation": answer.orientation, "template_id": answer.template_id}
-        records.append(Record(item.image, mask_path, name, answer.long, answer.short, _bbox(mask),
+        records.append(Record(item.image, mask_path, name, answer.long, answer.short, mlmr.mask_bbox(mask),
                               answer.explanation, False, "", extra))
     pick = random.Random(f"{seed}:{item.patient}:{item.plane}:{item.index}:absent")
     for name in quota.take(len(present), item.absent_candidates, pick):
