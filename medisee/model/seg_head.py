@@ -15,11 +15,17 @@ from transformers import SamModel
 from ..config import SamConfig
 
 
+
 class MaskHead(nn.Module):
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
         self.config = config
         self.sam = SamModel(config.to_hf())
+        # segment-anything draws this random Fourier matrix from N(0, 1) and keeps it as a
+        # fixed buffer; transformers scales it by hidden_size / 2, so untrained (from scratch)
+        # coordinates become noise-like high frequencies and the decoder cannot place a box.
+        with torch.no_grad():
+            self.sam.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> image embeddings (B, prompt_dim, S/p, S/p)."""

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import LoraSettings
 
+FIXED_SUFFIX = "positional_embedding"  # SAM's random Fourier features (a buffer in segment-anything)
 FULLY_TRAINED = (
     "mllm.language_model.lm_head.",
     "mllm.language_model.model.embed_tokens.",
@@ -47,6 +48,8 @@ def configure_trainable(model: nn.Module, train_encoders: bool = False) -> list[
         trainable = "lora_" in name or name.startswith(FULLY_TRAINED)
         if train_encoders:
             trainable = True
+        if name.endswith(FIXED_SUFFIX):  # a fixed buffer in segment-anything, never trained
+            trainable = False
         param.requires_grad_(trainable)
         if trainable:
             names.append(name)
@@ -57,7 +60,7 @@ def train_only(model: nn.Module, prefix: str) -> list[str]:
     """Freeze everything but the parameters under ``prefix``; returns their names."""
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith(prefix))
+        param.requires_grad_(name.startswith(prefix) and not name.endswith(FIXED_SUFFIX))
         if param.requires_grad:
             names.append(name)
     return names

@@ -95,7 +95,9 @@ def test_trainable_set_follows_the_paper(tiny):
     assert any(n.endswith("q_proj.base_layer.weight") for n in frozen)
     for prefix in ("router_seg.", "router_box.", "bbox_decoder.", "text_hidden_fcs.", "mask_head.sam.mask_decoder."):
         assert any(n.startswith(prefix) for n in names), prefix
-    assert len(configure_trainable(tiny.model, train_encoders=True)) == len(list(tiny.model.parameters()))
+    everything = configure_trainable(tiny.model, train_encoders=True)
+    fixed = [n for n, _ in tiny.model.named_parameters() if n not in everything]
+    assert fixed == ["mask_head.sam.shared_image_embedding.positional_embedding"]  # a fixed buffer in SAM
 
 
 def test_loss_terms_and_degenerate_target_boxes_keep_gradients(tiny, phantom):
@@ -177,3 +179,11 @@ def test_box_prompted_segmentation_loss_trains_only_the_mask_head(tiny, phantom)
     assert any(n.startswith("mask_head.sam.vision_encoder.") for n in grads)
     with pytest.raises(ValueError, match="no targets"):
         tiny.segmentation_loss([image], [mask[:0][None][:0]], [box[None][:0]])
+
+
+def test_sam_positional_frequencies_start_as_in_segment_anything(tiny):
+    """N(0, 1) random Fourier features (transformers scales them by hidden/2, which makes an
+    untrained mask head unable to locate its box prompt)."""
+    embedding = tiny.model.mask_head.sam.shared_image_embedding.positional_embedding
+    assert 0.5 < float(embedding.detach().std()) < 2.0
+    assert embedding is tiny.model.mask_head.sam.prompt_encoder.shared_embedding.positional_embedding
