@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import ImageReadError, read_image
+from ..atomic import write_text
 from .records import DataError, Record
 from .templates import CANDIDATE_PATTERN
 
@@ -196,15 +196,4 @@ def write_mlmr_jsonl(records: Iterable[Record], path: str | Path) -> None:
     folder = path.absolute().parent
     folder.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(_to_line(record, folder), ensure_ascii=False) + "\n" for record in records)
-    descriptor, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    temporary = Path(name)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the data is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text(path, text)

@@ -20,10 +20,8 @@ phantoms and brain "patients" separately) are split train/val/test by patient.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 import re
 import shutil
@@ -35,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from ...atomic import write_json
 from ...imaging import MedicalImage, normalize_percentile, to_uint8, write_dicom_series, write_mask
 from .. import mlmr, queries
 from ..records import Record
@@ -355,9 +354,7 @@ def build_demo_dataset(
             "mr png": "percentile 0.5-99.5 of the whole augmented volume",
         },
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest)
     seconds = time.perf_counter() - started
     log.info("wrote %d records (%d absent) from %d slices in %.1f s", total, absent, len(slices), seconds)
     return {**manifest, "out": str(out), "jsonl": {k: str(v) for k, v in jsonl.items()}, "seconds": round(seconds, 2)}
