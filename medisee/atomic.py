@@ -28,3 +28,22 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def copy_file(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` to ``target`` atomically (hidden ``.tmp`` name, fsync, rename)."""
+    target = Path(target)
+    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as handle, open(source, "rb") as src:
+            while chunk := src.read(1 << 20):
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
