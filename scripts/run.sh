@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The main job. For now: set up .venv, then answer a sample question about a sample CT
-# slice with the bundled default model and write the result to out/sample/.
-# (The MONAI Label server will replace this once it exists.)
+# The main job: set up .venv (and Orthanc), then start the MONAI Label server hosting MediSee
+# with the bundled default model and a sample study, on http://127.0.0.1:8000 (Ctrl+C stops).
+# Extra arguments go to the launcher: --port, --host, --studies DIR|DICOMWEB_URL, --conf KEY VALUE.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
-sample="$("$root/.venv/bin/python" -c 'from pydicom.data import get_testdata_file; print(get_testdata_file("CT_small.dcm"))')"
-out="${MEDISEE_OUT:-$root/out/sample}"
-"$root/.venv/bin/medisee" predict --model default --image "$sample" \
-  --query "which organ filters the blood?" --out "$out" "$@"
-echo "result: $out/result.json, masks and overlay.png in $out"
+cd "$root"
+exec "$root/.venv/bin/python" -m monailabel_app.serve "$@"

@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment at .venv (idempotent).
 # torch is installed first and alone so pip takes the local CPU wheel and never
-# resolves a CUDA build; everything else comes pinned from requirements.lock.
+# resolves a CUDA build; everything else comes from requirements.lock, a complete freeze
+# installed with --no-deps (monailabel declares torchvision, sam2 and a CUDA torch).
+# Orthanc (the DICOMweb server) comes from Debian when apt-get is usable.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.medisee-setup-stamp"
-want="$(cat "$root/requirements.lock" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/requirements.lock" "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
+
+install_orthanc() {
+  command -v Orthanc >/dev/null && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  echo "[setup] installing Orthanc + DICOMweb plugin from Debian (orthanc, orthanc-dicomweb)" >&2
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      orthanc orthanc-dicomweb >/dev/null; }; then
+    echo "[setup] could not install Orthanc (needs root or passwordless sudo); DICOMweb tests need it (or MEDISEE_SKIP_ORTHANC=1)" >&2
+  fi
+  # the Debian package starts a system Orthanc on port 8042; ours run with their own configuration
+  $sudo service orthanc stop >/dev/null 2>&1 || true
+}
+install_orthanc
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/medisee" ]; then
   exit 0
@@ -15,7 +31,7 @@ echo "[setup] preparing $venv (first run takes a few minutes)" >&2
 python3 -m venv "$venv"
 pip="$venv/bin/python -m pip --disable-pip-version-check -q"
 $pip install "torch==2.13.0"
-$pip install -r "$root/requirements.lock"
+$pip install --no-deps -r "$root/requirements.lock"
 $pip install --no-deps -e "$root"
 if "$venv/bin/python" -c "import torchvision" 2>/dev/null; then
   echo "[setup] torchvision is installed in .venv; it breaks transformers' SAM on CPU torch. Removing it." >&2

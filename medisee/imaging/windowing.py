@@ -68,15 +68,26 @@ def to_uint8(image: MedicalImage, window: str | tuple[float, float] | None = Non
     RGB uint8 is returned unchanged; an explicit ``window`` (preset name or
     ``(level, width)``) is applied as a CT window; CT defaults to the
     "abdomen" window; other 8-bit grayscale is returned unchanged; anything
-    else is percentile-normalised over the whole image.
+    else is percentile-normalised over the whole image. NIfTI and NRRD carry no
+    modality, so an image whose values look like Hounsfield units (air near
+    -1000) is treated as CT: the model was trained on windowed CT.
     """
     array = image.array
     if image.is_rgb and array.dtype == np.uint8:
         return array
     if window is not None:
         return window_ct(array, *resolve_window(window))
-    if (image.modality or "").upper() == "CT":
+    if (image.modality or "").upper() == "CT" or (image.modality is None and looks_like_hounsfield(array)):
         return window_ct(array, *CT_WINDOWS[DEFAULT_CT_WINDOW])
     if array.dtype == np.uint8:
         return array
     return normalize_percentile(array)
+
+
+def looks_like_hounsfield(array: np.ndarray) -> bool:
+    """Values reaching air (-1000 HU, or a scanner's -2048/-3024 padding) and no higher than
+    dense bone or metal: a CT in Hounsfield units. MR and 8-bit images never go that far below zero."""
+    if array.size == 0 or array.dtype == np.uint8 or not np.issubdtype(array.dtype, np.number):
+        return False
+    low, high = float(np.min(array)), float(np.max(array))
+    return -3100.0 <= low <= -900.0 and 0.0 < high <= 5000.0

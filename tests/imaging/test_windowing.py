@@ -89,3 +89,14 @@ def test_to_uint8_mr_uses_percentiles():
 def test_unknown_window_lists_the_presets():
     with pytest.raises(ValueError, match="unknown CT window 'kidney': expected one of abdomen, soft-tissue, liver"):
         to_uint8(_image(np.zeros((2, 2), np.int16), "CT"), "kidney")
+
+
+def test_to_uint8_windows_a_volume_in_hounsfield_units_without_a_modality():
+    ct = np.array([[-1000, 40], [240, 1500]], dtype=np.int16)
+    assert np.array_equal(to_uint8(_image(ct)), to_uint8(_image(ct, modality="CT")))
+    padded = ct.copy()
+    padded[0, 0] = -3024  # scanner padding outside the field of view
+    assert to_uint8(_image(padded))[0, 1] == to_uint8(_image(ct, modality="CT"))[0, 1]
+    mr = np.array([[0, 300], [900, 1200]], dtype=np.int16)
+    assert np.array_equal(to_uint8(_image(mr)), normalize_percentile(mr))
+    assert np.array_equal(to_uint8(_image(ct, modality="MR")), normalize_percentile(ct))

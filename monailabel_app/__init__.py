@@ -1,0 +1,1 @@
+"""The MONAI Label app that serves MediSee (``main.py`` is what MONAI Label loads)."""

@@ -1,0 +1,104 @@
+"""MONAI Label's local folder datastore, made safe for corrected labels.
+
+Two changes to :class:`LocalDatastore`: uploads are checked before they are kept (an image
+must be readable; a label must be an integer volume the shape of its image), and every file
+the datastore writes (images, labels, its JSON index) goes through a temporary file and a
+rename, so a crash or a restart never leaves half a label behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+
+from medisee.atomic import copy_file, write_text
+from medisee.imaging import read_image
+
+from .errors import BAD_REQUEST, NOT_FOUND, UNPROCESSABLE, ClientError, client_errors
+
+log = logging.getLogger("medisee.server.datastore")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class MediSeeDatastore(LocalDatastore):
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        derived, extension = self._to_id(os.path.basename(image_filename))
+        image_id = image_id or derived
+        if not _ID.fullmatch(image_id) or image_id.endswith(".tmp"):
+            raise ClientError(BAD_REQUEST, f"image id {image_id!r}: use letters, digits, '.', '_' or '-' (up to 128)")
+        if "*" + extension not in self._extensions:
+            raise ClientError(BAD_REQUEST, f"uploaded file type {extension or '(none)'} is not kept here; "
+                              f"send one of {', '.join(e.lstrip('*') for e in self._extensions)}")
+        with client_errors(f"the uploaded image {image_id!r}", hide=str(image_filename)):
+            image = read_image(image_filename)
+        name = self._filename(image_id, extension)
+        with FileLock(self._lock_file):
+            copy_file(image_filename, Path(self._datastore.image_path()) / name)
+            info = dict(image_info or {}, ts=int(time.time()), name=name, shape=list(image.shape))
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=extension))
+            self._update_datastore_file(lock=False)
+        log.info("stored image %s (%s, shape %s)", image_id, extension, image.shape)
+        return image_id
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        record = self._datastore.objects.get(image_id)
+        if record is None:
+            raise ClientError(NOT_FOUND, f"unknown image id {image_id!r}: upload the image before its label")
+        if not _ID.fullmatch(label_tag):
+            raise ClientError(BAD_REQUEST, f"label tag {label_tag!r}: use letters, digits, '.', '_' or '-'")
+        _, extension = self._to_id(os.path.basename(label_filename))
+        with client_errors(f"the label for {image_id!r}", hide=str(label_filename)):
+            label = read_image(label_filename)
+        image = read_image(self.get_image_uri(image_id))
+        check_label(label.array, label.shape, image.shape, label_info)
+        name = self._filename(image_id, extension)
+        folder = Path(self._datastore.label_path(label_tag))
+        with FileLock(self._lock_file):
+            folder.mkdir(parents=True, exist_ok=True)
+            copy_file(label_filename, folder / name)
+            info = dict(label_info or {}, ts=int(time.time()), name=name)
+            record.labels[label_tag] = DataModel(info=info, ext=extension)
+            self._update_datastore_file(lock=False)
+        log.info("stored %s label for %s (labels %s)", label_tag, image_id, sorted(int(v) for v in np.unique(label.array) if v))
+        return image_id
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        def write() -> None:
+            self._ignore_event_config = True
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            write_text(self._datastore_config_path, text)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
+
+
+def check_label(array: np.ndarray, label_shape: tuple[int, ...], image_shape: tuple[int, ...], info: dict[str, Any] | None) -> None:
+    """A label must be the image's shape, hold non-negative integers, and name its values
+    (``label_names``) when it carries any; the retraining reads those names."""
+    if tuple(label_shape) != tuple(image_shape):
+        raise ClientError(UNPROCESSABLE, f"the label's shape {tuple(label_shape)} differs from the image's {tuple(image_shape)}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.mod(array, 1) == 0):
+            raise ClientError(UNPROCESSABLE, "the label holds fractional values: send integer label values (0 = background)")
+    if array.size and array.min() < 0:
+        raise ClientError(UNPROCESSABLE, "the label holds negative values: send integer label values (0 = background)")
+    names = (info or {}).get("label_names")
+    if names is None:
+        return
+    if not isinstance(names, dict) or not all(str(k).isdigit() and isinstance(v, str) and v.strip() for k, v in names.items()):
+        raise ClientError(UNPROCESSABLE, 'label_names must map label values to phrases, e.g. {"1": "liver"}')
+    unnamed = sorted({int(v) for v in np.unique(array) if v} - {int(k) for k in names})
+    if unnamed:
+        raise ClientError(UNPROCESSABLE, f"label value(s) {unnamed} have no entry in label_names")

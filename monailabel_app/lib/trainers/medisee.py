@@ -1,0 +1,78 @@
+"""The ``medisee`` trainer: retrain on the labels radiologists corrected and submitted.
+
+Each final label in the datastore, with the query and label names it was submitted with,
+becomes training samples (``medisee.data.corrections``); ``training.retrain`` trains from the
+served checkpoint with DeepSpeed, evaluates before and after on held-out studies, and the
+new checkpoint is served only when it is no worse. MONAI Label runs this in its own
+process; the report lands in ``<models_dir>/last_retrain.json`` and in ``/info/``'s
+``train_stats``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.tasks.train import TrainTask
+
+from medisee.atomic import write_json
+from medisee.data.corrections import Correction
+
+from ..served_model import ServedModel
+
+log = logging.getLogger("medisee.server.train")
+REPORT = "last_retrain.json"
+
+
+class MediSeeTrainer(TrainTask):
+    def __init__(self, served: ServedModel) -> None:
+        super().__init__("Retrain MediSee on submitted (final) labels; serve the result only if it is no worse on held-out studies")
+        self.served = served
+
+    def config(self) -> dict[str, Any]:
+        return {"steps": self.served.settings.retrain_steps, "label_tag": DefaultLabelTag.FINAL.value}
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.served.settings.models_dir / REPORT).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
+        tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
+        steps = int(request.get("steps") or self.served.settings.retrain_steps)
+        corrections = collect_corrections(datastore, tag)
+        if not corrections:
+            raise ValueError(f"no '{tag}' labels with label_names in the datastore: submit corrected labels first")
+        from training.retrain import retrain  # DeepSpeed is imported only by the process that trains
+
+        base = self.served.current_dir()
+        work_dir = self.served.settings.models_dir / "retrain" / time.strftime("%Y%m%d-%H%M%S")
+        log.info("retraining %s on %d corrected studies, %d steps, in %s", base, len(corrections), steps, work_dir)
+        report = retrain(base, corrections, work_dir, steps=steps)
+        result = report.to_dict() | {"base_model": str(base), "served": str(base)}
+        if report.accepted:
+            result["served"] = str(self.served.swap(report.new_model_dir, report.to_dict()))
+        else:
+            log.info("kept %s: the retrained model was worse on the held-out set", base)
+        write_json(self.served.settings.models_dir / REPORT, result)
+        return result
+
+
+def collect_corrections(datastore: Datastore, tag: str) -> list[Correction]:
+    """Every image with a ``tag`` label whose info names its label values."""
+    corrections = []
+    for image_id in datastore.get_labeled_images(label_tag=tag):
+        info = datastore.get_label_info(image_id, tag) or {}
+        names = info.get("label_names") or {}
+        if not names:
+            log.warning("skipping the %s label of %s: it was submitted without label_names", tag, image_id)
+            continue
+        corrections.append(Correction(
+            image=datastore.get_image_uri(image_id), label=datastore.get_label_uri(image_id, tag),
+            label_names={int(k): v for k, v in names.items()}, query=info.get("query") or "",
+            axis=info.get("axis") or "axial",
+        ))
+    return corrections
