@@ -1,6 +1,6 @@
 """Reproduce the bundled default model (the tiny preset) from nothing, offline.
 
-    .venv/bin/python -m training.build_default            # about an hour on 2 CPU cores
+    .venv/bin/python -m training.build_default            # about 75 minutes on 2 CPU cores
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).
@@ -8,8 +8,9 @@
    scratch (MedSAM-style), every target of every slice, no language model.
    Stage 1, pretrain: from stage 0, everything trains (its tokenizer fitted to the data;
    no pretrained CLIP or language model exists offline).
-3. Stage 2, end-to-end (eq. 4) with the paper's freezing rules.
-4. Stage 3, fine-tuning with the similarity loss (eq. 5).
+   Stage 2, presence: stage 1 continued with absent-target questions oversampled.
+3. Stage 3, end-to-end (eq. 4) with the paper's freezing rules.
+4. Stage 4, fine-tuning with the similarity loss (eq. 5).
 5. ``medisee evaluate`` on the held-out test split; the model and its metrics are copied
    to ``medisee/assets/default-model`` (the model the CLI and server use by default).
 Each stage resumes if interrupted; finished stages are skipped.
@@ -30,7 +31,8 @@ from .train import run
 
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-end-to-end.yaml", "tiny-3-finetune.yaml")
+STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-presence.yaml", "tiny-3-end-to-end.yaml",
+          "tiny-4-finetune.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ class DataSource:
     path: Path
     kind: str = "mlmr"  # "mlmr" (jsonl) or "samed2d" (json map)
     weight: float = 1.0  # sampling ratio against the other sources
+    only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
 
 
 @dataclass
@@ -90,7 +91,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         sources = [sources]
     raw["train"] = [
         DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
-        else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)))
+        else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)),
+                        only=s.get("only"))
         for s in sources
     ]
     raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))
@@ -103,6 +105,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     for source in raw["train"]:
         if source.kind not in ("mlmr", "samed2d"):
             raise ValueError(f"{path}: data kind must be mlmr or samed2d, got {source.kind!r}")
+        if source.only not in (None, "absent", "present"):
+            raise ValueError(f"{path}: 'only' must be absent or present, got {source.only!r}")
     return TrainConfig(**raw)
 
 

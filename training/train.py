@@ -130,7 +130,12 @@ def read_sources(config: TrainConfig):
     sources = {}
     for i, source in enumerate(config.train):
         reader = read_mlmr_jsonl if source.kind == "mlmr" else read_samed2d_map
-        sources[f"{i}:{source.path.name}"] = (reader(source.path), source.weight)
+        records = reader(source.path)
+        if source.only is not None:
+            records = [r for r in records if r.absent == (source.only == "absent")]
+            if not records:
+                raise ValueError(f"{source.path}: no {source.only} records to train on")
+        sources[f"{i}:{source.path.name}{'' if source.only is None else ':' + source.only}"] = (records, source.weight)
     return sources
 
 

@@ -27,6 +27,26 @@ def test_mixed_sources_keep_their_weights(tmp_path):
     assert [(s.kind, s.weight) for s in config.train] == [("samed2d", 7.0), ("mlmr", 3.0)]
 
 
+def test_a_source_can_keep_only_absent_records(tmp_path):
+    from medisee.data.mlmr import write_mlmr_jsonl
+    from medisee.data.records import Record
+    from training.train import read_sources
+
+    import numpy as np
+    from PIL import Image
+
+    image, mask = tmp_path / "i.png", tmp_path / "m.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    records = [Record(image=image, mask=None if absent else mask, class_text="liver", long="q", short="q",
+                      bbox=None if absent else (0.0, 0.0, 1.0, 1.0), absent=absent) for absent in (False, True, True)]
+    write_mlmr_jsonl(records, tmp_path / "d.jsonl")
+    config = load_config(write(tmp_path, "train:\n  - {path: d.jsonl}\n  - {path: d.jsonl, weight: 0.5, only: absent}\n"))
+    sources = read_sources(config)
+    counts = {name: (len(found), weight) for name, (found, weight) in sources.items()}
+    assert counts == {"0:d.jsonl": (3, 1.0), "1:d.jsonl:absent": (2, 0.5)}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -35,6 +55,7 @@ def test_mixed_sources_keep_their_weights(tmp_path):
         ("train: a.jsonl\nzero_stage: 3\n", "zero_stage must be 0, 1 or 2"),
         ("train: []\n", "at least one training data source"),
         ("train: [{path: a, kind: csv}]\n", "data kind must be"),
+        ("train: [{path: a, only: missing}]\n", "'only' must be absent or present"),
         ("train: [unclosed\n", "not valid YAML"),
     ],
 )
