@@ -27,7 +27,8 @@ def _pct(value) -> str:
 PIPELINE = (
     "(about 75 minutes on 2 CPU cores) runs five stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
     "language model), pretraining from scratch (everything trains; half the masks prompted with the "
-    "true box), its continuation with absent-target questions oversampled, the paper's end-to-end phase (LoRA on the language model; mask decoder, routers and "
+    "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
+    "phase (LoRA on the language model; mask decoder, routers and "
     "heads trained; encoders frozen) and fine-tuning with the similarity loss."
 )
 

@@ -19,6 +19,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +44,28 @@ class TrainResult:
     metrics: dict | None
 
 
-def _prepare_distributed() -> str:
-    """Environment for DeepSpeed: the CPU accelerator and a one-process world when no
-    launcher set one up. Returns the communication backend."""
+@contextmanager
+def _distributed() -> Iterator[str]:
+    """Environment for DeepSpeed: the CPU accelerator and, when no launcher set one up, a
+    one-process world that is torn down afterwards (its variables and its gloo store), so a
+    process that trains in-process (the retraining, tests) leaks no port to later runs or to
+    the processes it starts. Yields the communication backend."""
+    import torch.distributed as dist
+
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(_free_port())
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    wanted = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": ""}
+    added = [key for key in wanted if key not in os.environ]
+    for key in added:
+        os.environ[key] = wanted[key] or str(_free_port())
+    try:
+        yield "nccl" if torch.cuda.is_available() else "gloo"
+    finally:
+        if added:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            for key in added:
+                os.environ.pop(key, None)
 
 
 def _free_port() -> int:
@@ -140,7 +154,11 @@ def read_sources(config: TrainConfig):
 
 
 def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
-    backend = _prepare_distributed()
+    with _distributed() as backend:
+        return _run(config, show_progress, backend)
+
+
+def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     import deepspeed
     import torch.distributed as dist
     from tqdm import tqdm
