@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.support.server import free_port
+from tests.support.server import stop as stop_process_group
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 SKIP_VARIABLE = "MEDISEE_SKIP_ORTHANC"
@@ -161,10 +162,4 @@ def _wait_until_ready(server: Orthanc, timeout: float, last_attempt: bool) -> bo
 
 def stop(process: subprocess.Popen) -> None:
     """Stop Orthanc and anything it started: SIGTERM (it shuts down cleanly), SIGKILL after 20 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+    stop_process_group(process, signal.SIGTERM)

@@ -74,9 +74,10 @@ def wait_until_ready(server: Server, timeout: float) -> None:
     raise TimeoutError(f"the server did not answer /info/ within {timeout:.0f} s:\n{server.log_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, sig: signal.Signals = signal.SIGINT) -> None:
+    """Stop ``process`` and its process group: ``sig`` (a clean shutdown), SIGKILL after 20 s."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, sig)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:

@@ -41,3 +41,13 @@ def corrected_label(seed: int, folder: Path, names: dict[int, str]) -> Path:
     path = folder / f"label-{seed}.nii.gz"
     sitk.WriteImage(image, str(path), useCompression=True)
     return path
+
+
+def write_study_set(root: Path) -> Path:
+    """``root/studies`` (two CT studies as NIfTI, the datastore) and ``root/dicom/ct-c`` (a third
+    as a DICOM series, read by its server-side path or stored in Orthanc). Returns ``root``."""
+    (root / "studies").mkdir(parents=True)
+    write_phantom(11, root / "studies", "ct-a")
+    write_phantom(12, root / "studies", "ct-b")
+    write_phantom_series(13, root / "dicom" / "ct-c")
+    return root
