@@ -85,5 +85,6 @@ def has_gpu() -> bool:
 def device_choice(gpu: bool) -> tuple[str, str]:
     """The server's ``device`` option and what the module tells the user about it."""
     if gpu:
-        return "auto", "A GPU was found: the local server runs the model on it."
+        return "auto", ("A GPU was found: the local server runs the model on it when Slicer's PyTorch has CUDA "
+                        "(the server log says which device it loaded the model on); otherwise on the CPU.")
     return "cpu", "No GPU was found: the local server runs the bundled CPU model (a question takes longer)."
