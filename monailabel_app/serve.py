@@ -54,6 +54,13 @@ def ensure_sample_study(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from monailabel_app.lib.settings import AppSettings, SettingsError
+
+    try:  # the app checks these again at start-up, but there a mistake ends in uvicorn's traceback
+        AppSettings.from_conf(dict(args.conf), APP_DIR)
+    except SettingsError as err:
+        print(f"monailabel_app.serve: error: {err}", file=sys.stderr)
+        return 2
     if args.studies is None:
         try:
             studies = str(ensure_sample_study(args.sample_dir))
