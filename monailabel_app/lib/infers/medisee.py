@@ -24,7 +24,7 @@ from medisee.data.knowledge import load_knowledge
 from medisee.imaging import read_image, write_mask
 from medisee.study import StudyQuestion, ask_study
 
-from ..errors import PAYLOAD_TOO_LARGE, UNPROCESSABLE, ClientError, client_errors
+from ..errors import NOT_FOUND, PAYLOAD_TOO_LARGE, UNPROCESSABLE, ClientError, client_errors
 from ..served_model import ServedModel
 
 log = logging.getLogger("medisee.server.infer")
@@ -57,7 +57,7 @@ class MediSeeInfer(InferTask):
         question = parse_question(request, self.served.settings.max_query_chars, self.served.settings.mode)
         path = request.get("image")
         if not path or not Path(path).exists():
-            raise ClientError(404, f"unknown image {request.get('image_id') or path!r}")
+            raise ClientError(NOT_FOUND, f"unknown image {request.get('image_id') or path!r}")
         with client_errors(f"image {request.get('image_id') or Path(path).name!r}", hide=str(path)):
             image = read_image(path)
         read_s = time.perf_counter() - started
