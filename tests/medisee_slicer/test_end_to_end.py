@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -14,17 +13,11 @@ from MediSeeLib.results import roi_specs
 from MediSeeLib.scope import Scope, box_prompt, request_params
 from MediSeeLib.workflow import ask, fetch_next, submit_label
 
-from tests.support.server import monailabel_server
-
-# threshold 0 keeps every grounded entity, so the plumbing is exercised whatever the model's confidence
-SERVER_CONF = {"threshold": "0.0", "mode": "fast"}
-
+from tests.support.server import server_on_copy
 
 @pytest.fixture(scope="module")
 def server(slicer_studies, tmp_path_factory):
-    work = tmp_path_factory.mktemp("slicer-server")
-    shutil.copytree(slicer_studies / "studies", work / "studies")
-    with monailabel_server(work / "studies", work, conf=SERVER_CONF) as running:
+    with server_on_copy(slicer_studies, tmp_path_factory.mktemp("slicer-server")) as running:
         yield running
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,18 +16,11 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from medisee.imaging import read_image
 
-from tests.support.server import monailabel_server
-
-# threshold 0 keeps every grounded entity, so the plumbing (label values, names, boxes) is
-# exercised whatever the bundled model's confidence on these phantoms
-CONF = {"threshold": "0.0", "mode": "fast"}
-
+from tests.support.server import server_on_copy
 
 @pytest.fixture(scope="module")
 def server(studies_template, tmp_path_factory):
-    work = tmp_path_factory.mktemp("server")
-    shutil.copytree(studies_template / "studies", work / "studies")
-    with monailabel_server(work / "studies", work, conf=CONF) as running:
+    with server_on_copy(studies_template, tmp_path_factory.mktemp("server")) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,3 +84,16 @@ def stop(process: subprocess.Popen, sig: signal.Signals = signal.SIGINT) -> None
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+# threshold 0 keeps every grounded entity, so the plumbing (label values, names, boxes) is
+# exercised whatever the bundled model's confidence on the test phantoms
+PLUMBING_CONF = {"threshold": "0.0", "mode": "fast"}
+
+
+@contextmanager
+def server_on_copy(template: Path, work: Path) -> Iterator[Server]:
+    """A server with ``PLUMBING_CONF`` over a copy of ``template/studies`` (tests write labels into it)."""
+    shutil.copytree(template / "studies", work / "studies")
+    with monailabel_server(work / "studies", work, conf=PLUMBING_CONF) as running:
+        yield running
