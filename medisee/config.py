@@ -158,6 +158,31 @@ class LossWeights:
 
 
 @dataclass
+class VisualPromptConfig:
+    """MIMO's visual referring input (section 3.2.1): a box and points encoded like SAM's
+    prompt encoder, then a cross-attention input aligner with learnable queries whose
+    output joins the image tokens in the LLM's image slot. ``aligner=False`` is MIMO's
+    "w/o Aligner" ablation: the projected prompt tokens go to the LLM directly."""
+
+    embed_dim: int = 256  # width of the positional encoding and type embeddings (SAM: 256)
+    max_points: int = 1
+    aligner: bool = True
+    num_queries: int = 32
+    aligner_layers: int = 2
+    aligner_heads: int = 8
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """Two box corners and ``max_points`` points; absent ones carry a "not a prompt" type."""
+        return 2 + self.max_points
+
+    @property
+    def num_slot_tokens(self) -> int:
+        """Tokens appended to the image slot of the LLM input."""
+        return self.num_queries if self.aligner else self.num_prompt_tokens
+
+
+@dataclass
 class MediSeeConfig:
     """The whole model. ``candidate_tokens`` are in answer order; the routers see them in
     ``router_input_order`` (the released weights concatenate [h_BBOX, h_SEG])."""
@@ -176,6 +201,7 @@ class MediSeeConfig:
     score_threshold: float = 0.5
     max_new_tokens: int = 128
     tokenizer: str | None = None  # folder of the tokenizer; relative paths resolve against the checkpoint
+    visual_prompts: VisualPromptConfig | None = None  # None: MediSee as released (box/point only prompt SAM)
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -186,6 +212,12 @@ class MediSeeConfig:
     @property
     def num_candidates(self) -> int:
         return len(self.candidate_tokens)
+
+    @property
+    def num_image_slot_tokens(self) -> int:
+        """LLM input positions of the image slot: CLIP patches, then any visual-prompt tokens."""
+        extra = self.visual_prompts.num_slot_tokens if self.visual_prompts is not None else 0
+        return self.clip.num_patches + extra
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,6 +235,8 @@ class MediSeeConfig:
                 data[key] = _build(sub, data[key])
         if data.get("lora") is not None:
             data["lora"] = _build(LoraSettings, data["lora"])
+        if data.get("visual_prompts") is not None:
+            data["visual_prompts"] = _build(VisualPromptConfig, data["visual_prompts"])
         for key in ("candidate_tokens", "router_input_order"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -251,8 +285,9 @@ def _tiny() -> MediSeeConfig:
         ),
         router_hidden=128,
         box_hidden=128,
-        max_new_tokens=48,
+        max_new_tokens=64,
         tokenizer="tokenizer",
+        visual_prompts=VisualPromptConfig(embed_dim=64, num_queries=16, aligner_layers=2, aligner_heads=4),
     )
 
 

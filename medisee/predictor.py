@@ -209,7 +209,8 @@ class Predictor:
         bundle, model = self.model, self.model.model
         prefix = answer_prefix(bundle.config.candidate_tokens)
         tokens = bundle.tokenize([(query, prefix)] * len(prompts))
-        embeds = model.mllm.embed(tokens.input_ids, tokens.image_mask, encoding.clip)
+        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start, *self._referring(encoding, prompts))
         hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
         groups = model.find_groups(tokens.input_ids, tokens.answer_start)
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
@@ -221,7 +222,8 @@ class Predictor:
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
-        embeds = model.mllm.embed(tokens.input_ids, tokens.image_mask, encoding.clip)
+        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start, *self._referring(encoding, prompts))
         eos = bundle.tokenizer.eos_token_id
         ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos)
         groups = model.find_groups(ids)
@@ -239,6 +241,15 @@ class Predictor:
             encoding, groups.rows, states, scores, [p.text for p in parsed], [p.phrases for p in parsed],
             query, prompts, raw,
         )
+
+    def _referring(self, encoding: ImageEncoding, prompts: list[PromptInputs]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' box and point normalised for the visual prompt encoder (NaN: none)."""
+        boxes, points = [], []
+        for prompt, (height, width) in zip(prompts, encoding.original):
+            boxes.append(None if prompt.box is None else
+                         (prompt.box[0] / width, prompt.box[1] / height, prompt.box[2] / width, prompt.box[3] / height))
+            points.append(None if prompt.point is None else (prompt.point[0] / width, prompt.point[1] / height))
+        return self.model.referring_tensors(boxes, points)
 
     def _teacher_forced_probabilities(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T): probability the model gives each token of the sequence (0 at position 0)."""
@@ -275,8 +286,7 @@ class Predictor:
                 continue
             height, width = encoding.original[row]
             x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1) * torch.tensor([width, height, width, height])).tolist()
-            row_phrases = phrases[row]
-            phrase = row_phrases[k] if k < len(row_phrases) and row_phrases[k] else query[:64]
+            phrase = entity_phrase(k, phrases[row], answers[row], query)
             predictions[row].entities.append(
                 Entity(
                     phrase=phrase,
@@ -294,25 +304,73 @@ class Predictor:
 
     @staticmethod
     def _prompt_tensors(encoding, rows, prompts, like) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """User box/point per group, normalised to [0, 1] of the slice's width and height."""
+        """The user's box/point as mask-head prompts, normalised to the slice; NaN rows keep
+        the prediction. A prompt marks one structure: in a row that grounds several, only the
+        group it belongs to gets it (``owner_of_prompt``)."""
         if len(rows) == 0:
             return None, None
         chosen = [prompts[r] for r in rows.tolist()]
-        sizes = [encoding.original[r] for r in rows.tolist()]
+        if any(p.box is not None for p in chosen) and not all(p.box is not None for p in chosen):
+            raise PredictionInputError("a box must be given for every slice or for none")
+        owners = owner_of_prompt(rows, cxcywh_to_xyxy(like.float()), prompts, encoding.original)
+        nan = float("nan")
         boxes = points = None
         if any(p.box is not None for p in chosen):
-            if not all(p.box is not None for p in chosen):
-                raise PredictionInputError("a box must be given for every slice or for none")
-            boxes = torch.tensor(
-                [[p.box[0] / w, p.box[1] / h, p.box[2] / w, p.box[3] / h] for p, (h, w) in zip(chosen, sizes)],
-                dtype=like.dtype, device=like.device,
-            )
+            boxes = [[nan] * 4] * len(chosen)
         if any(p.point is not None for p in chosen):
-            points = torch.tensor(
-                [[[p.point[0] / w, p.point[1] / h]] for p, (h, w) in zip(chosen, sizes)],
-                dtype=like.dtype, device=like.device,
-            )
-        return boxes, points
+            points = [[[nan, nan]]] * len(chosen)
+        for g, row in owners.items():
+            height, width = encoding.original[row]
+            prompt = prompts[row]
+            if prompt.box is not None:
+                boxes[g] = [prompt.box[0] / width, prompt.box[1] / height, prompt.box[2] / width, prompt.box[3] / height]
+            if prompt.point is not None:
+                points[g] = [[prompt.point[0] / width, prompt.point[1] / height]]
+        as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=like.dtype, device=like.device)  # noqa: E731
+        return as_tensor(boxes), as_tensor(points)
+
+
+def entity_phrase(k: int, phrases: list[str], answer: str, query: str) -> str:
+    """The name of a row's k-th grounded entity: its ``<p>phrase</p>``; else, for the first,
+    the structure the answer text names; else the query itself (fast mode has no text, and
+    a query may name a neighbour rather than the target), numbered after the first so that
+    two unnamed entities keep two labels."""
+    from .data.knowledge import structure_named_in
+
+    if k < len(phrases) and phrases[k]:
+        return phrases[k]
+    if k == 0:
+        named = structure_named_in(answer)
+        return named.name if named is not None else query[:64]
+    return f"{query[:56]} #{k + 1}"
+
+
+def owner_of_prompt(rows: torch.Tensor, predicted_xyxy: torch.Tensor, prompts: list[PromptInputs],
+                    sizes: list[tuple[int, int]]) -> dict[int, int]:
+    """group index -> row for the one group of each prompted row that the prompt marks: the
+    only group, else the one whose predicted box overlaps the user's box most (or whose
+    centre is nearest the clicked point). ``predicted_xyxy`` (G, 4) is normalised."""
+    from .metrics import box_iou
+
+    by_row: dict[int, list[int]] = {}
+    for g, row in enumerate(rows.tolist()):
+        if prompts[row].box is not None or prompts[row].point is not None:
+            by_row.setdefault(row, []).append(g)
+    owners = {}
+    for row, groups in by_row.items():
+        height, width = sizes[row]
+        prompt = prompts[row]
+
+        def closeness(g: int) -> float:
+            x0, y0, x1, y1 = predicted_xyxy[g].tolist()
+            if prompt.box is not None:
+                b = prompt.box
+                return box_iou((x0, y0, x1, y1), (b[0] / width, b[1] / height, b[2] / width, b[3] / height))
+            px, py = prompt.point[0] / width, prompt.point[1] / height
+            return -((px - (x0 + x1) / 2) ** 2 + (py - (y0 + y1) / 2) ** 2)
+
+        owners[max(groups, key=closeness)] = row
+    return owners
 
 
 def grounding_scores(token_probs: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,

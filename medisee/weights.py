@@ -96,6 +96,41 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     return bundle
 
 
+def extend_checkpoint(path: str | Path, changes: dict, seed: int = 0) -> MediSee:
+    """A checkpoint with config ``changes`` that add modules (e.g. ``visual_prompts``):
+    every weight the checkpoint has is kept, the added modules start from their seeded
+    initialisation. Changes that would drop or reshape a trained weight are refused."""
+    old = load_checkpoint(path)
+    merged = _merge(old.config.to_dict(), changes)
+    try:
+        config = MediSeeConfig.from_dict(merged)
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"model changes {changes}: {err}") from None
+    torch.manual_seed(seed)
+    try:
+        bundle = MediSee(config, old.tokenizer)
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"model changes {changes}: {err}") from None
+    state = old.model.state_dict()
+    expected = bundle.model.state_dict()
+    dropped = [k for k in state if k not in expected]
+    if dropped:
+        raise WeightsError(f"model changes {changes} would drop trained weights ({dropped[0]}" + _more(dropped) + ")")
+    reshaped = [k for k in state if state[k].shape != expected[k].shape]
+    if reshaped:
+        raise WeightsError(f"model changes {changes} would reshape trained weights ({reshaped[0]}" + _more(reshaped) + ")")
+    bundle.model.load_state_dict(state, strict=False)
+    bundle.model.eval()
+    return bundle
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def read_metadata(path: str | Path) -> dict:
     file = Path(path) / METADATA_FILE
     return json.loads(file.read_text()) if file.exists() else {}
@@ -152,7 +187,8 @@ SAM_PREFIX = "mask_head.sam."
 CLIP_PREFIX = "mllm.vision_tower."
 LLM_PREFIX = "mllm.language_model."
 PROJECTOR_PREFIX = "mllm.mm_projector."
-HEAD_PREFIXES = ("text_hidden_fcs.", "bbox_decoder.", "router_seg.", "router_box.")
+HEAD_PREFIXES = ("text_hidden_fcs.", "bbox_decoder.", "router_seg.", "router_box.",
+                 "prompt_encoder.", "input_aligner.")  # the last two: MIMO's modules, absent from MediSee's release
 
 _SAM_RENAMES = [
     ("patch_embed.projection", "patch_embed.proj"),

@@ -6,7 +6,7 @@ TOKENS = ("[SEG]", "[BBOX]")
 def test_prompt_layout_marks_image_slot_and_supervises_only_the_answer(tiny_shared):
     bundle = tiny_shared
     encoded = bundle.prompts.encode("which organ filters the blood?", "Sure, it is [SEG] and [BBOX].")
-    n = bundle.config.clip.num_patches
+    n = bundle.config.num_image_slot_tokens  # CLIP patches + the aligner's queries
     ids = encoded.input_ids
     assert ids[0] == bundle.tokenizer.bos_token_id and ids[-1] == bundle.tokenizer.eos_token_id
     head = bundle.tokenizer.decode(ids[1 : encoded.image_at])
@@ -39,3 +39,14 @@ def test_parse_multi_entity_and_malformed_answers():
     parsed = parse_answer(broken, TOKENS)
     assert len(parsed.phrases) == 2 and "<p>" not in parsed.text and "</p>" not in parsed.text
     assert parse_answer("nothing grounded here", TOKENS).phrases == []
+
+
+def test_malformed_multi_entity_output_never_raises_and_keeps_phrases_in_order():
+    # an unclosed tag, a stray closing tag, and a third group with no phrase at all
+    text = "Sure, <p>liver</p> [SEG] and [BBOX], <p>spleen [SEG] and [BBOX], </p> [SEG] and [BBOX]."
+    parsed = parse_answer(text, TOKENS)
+    assert parsed.phrases == ["liver", "", ""]  # the unclosed "<p>spleen" is not a phrase
+    assert "<p>" not in parsed.text and "</p>" not in parsed.text and "[SEG]" not in parsed.text
+    # a phrase after the last group names nothing; groups follow the first candidate token
+    assert parse_answer("[SEG] and [BBOX] <p>kidney</p>", TOKENS).phrases == [""]
+    assert parse_answer("<p>a</p> [SEG] [SEG] [BBOX]", TOKENS).phrases == ["a", ""]

@@ -1,6 +1,6 @@
 """Reproduce the bundled default model (the tiny preset) from nothing, offline.
 
-    .venv/bin/python -m training.build_default            # about 75 minutes on 2 CPU cores
+    .venv/bin/python -m training.build_default            # about 100 minutes on 2 CPU cores
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).
@@ -11,8 +11,12 @@
    Stage 2, presence: stage 1 continued with absent-target questions oversampled.
 3. Stage 3, end-to-end (eq. 4) with the paper's freezing rules.
 4. Stage 4, fine-tuning with the similarity loss (eq. 5).
-5. ``medisee evaluate`` on the held-out test split; the model and its metrics are copied
-   to ``medisee/assets/default-model`` (the model the CLI and server use by default).
+5. Stage 5, MIMO: the visual prompt encoder and input aligner are added; the four MIMOSeg
+   perspectives are mixed with the MediSee data.
+6. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
+   single-entity baseline) and stage 5; with ``--install`` the model is copied to
+   ``medisee/assets/default-model`` (the model the CLI and server use by default) and its
+   results are written into docs/MODEL_CARD.md.
 Each stage resumes if interrupted; finished stages are skipped.
 """
 
@@ -32,7 +36,8 @@ from .train import run
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-presence.yaml", "tiny-3-end-to-end.yaml",
-          "tiny-4-finetune.yaml")
+          "tiny-4-finetune.yaml", "tiny-5-mimo.yaml")
+BASELINE_STAGE = "tiny-4-finetune.yaml"  # the single-entity model the MIMO stage starts from
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         run(config)
 
     final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
+    baseline = load_config(ROOT / "training" / "configs" / BASELINE_STAGE).output_dir / "model"
+    before = evaluate_test_split(baseline, data / "test.jsonl", args.runs / "eval-test-stage4")
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
+    mimo = evaluate_mimo_split(final, data / "test.jsonl", args.runs / "eval-test")
     if args.install:
-        install(final, metrics, data)
+        install(final, metrics, data, mimo, model_card.headline(before))
     return 0
 
 
-def install(model_dir: Path, metrics: dict, data: Path) -> Path:
+def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None, before: dict | None = None) -> Path:
     """Copy a trained model into the package (bfloat16, to keep the repository small; it is
     loaded back as float32 on a CPU) and write docs/MODEL_CARD.md from its test metrics."""
     import torch
@@ -78,11 +86,13 @@ def install(model_dir: Path, metrics: dict, data: Path) -> Path:
     meta = read_metadata(model_dir) | {
         "trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
         "test_metrics": model_card.headline(metrics),
+        "test_mimo_metrics": mimo and {"perspectives": mimo["perspectives"], "prompt_naming": mimo["prompt_naming"]},
     }
     save_checkpoint(load_checkpoint(model_dir, dtype=torch.bfloat16), target, metadata=meta)
     manifest = json.loads((data / "manifest.json").read_text())
     card = ROOT / "docs" / "MODEL_CARD.md"
-    card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install"))
+    card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install", mimo=mimo,
+                                      before=before))
     log.info("installed the default model in %s; results in %s", target, card)
     return target
 
@@ -96,6 +106,19 @@ def evaluate_test_split(model_dir: Path, data: Path, out: Path) -> dict:
 
     metrics = evaluate(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), out)
     log.info("test split: %s", json.dumps(metrics.get("overall", {})))
+    return metrics
+
+
+def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspective: int = 100) -> dict:
+    from medisee.data.mlmr import read_mlmr_jsonl
+    from medisee.predictor import Predictor
+    from medisee.weights import load_checkpoint
+
+    from .evaluate_mimo import evaluate_mimo, mimo_instructions
+
+    chosen = mimo_instructions(read_mlmr_jsonl(data), limit_per_perspective=limit_per_perspective)
+    metrics = evaluate_mimo(Predictor(load_checkpoint(model_dir)), chosen, out)
+    log.info("test split, MIMO: %s", json.dumps(metrics["perspectives"]["all"]))
     return metrics
 
 

@@ -19,7 +19,7 @@ PHASES = ("segmentation", "pretrain", "end_to_end", "finetune")
 @dataclass
 class DataSource:
     path: Path
-    kind: str = "mlmr"  # "mlmr" (jsonl) or "samed2d" (json map)
+    kind: str = "mlmr"  # "mlmr" (jsonl), "samed2d" (json map) or "mimo" (a jsonl's targets as MIMOSeg perspectives I-IV)
     weight: float = 1.0  # sampling ratio against the other sources
     only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
 
@@ -53,6 +53,7 @@ class TrainConfig:
     gt_box_prompts: float = 0.0  # fraction of targets whose mask is prompted with the true box
     box_jitter: float = 0.1  # segmentation phase: prompt boxes move by up to this fraction of their size
     loss_weights: dict | None = None  # overrides of the model's LossWeights for this run
+    model_changes: dict | None = None  # config keys added to a checkpoint init (e.g. visual_prompts); new modules start fresh
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -66,6 +67,8 @@ class TrainConfig:
             raise ValueError("steps, batch_size and grad_accumulation must be positive")
         if not self.train:
             raise ValueError("at least one training data source is needed")
+        if self.model_changes and not self.init.startswith("checkpoint:"):
+            raise ValueError("model_changes extend a checkpoint: use them with init: checkpoint:PATH")
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
@@ -103,8 +106,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     if isinstance(init, str) and init.startswith("checkpoint:"):
         raw["init"] = "checkpoint:" + str(resolve(init[len("checkpoint:"):]))
     for source in raw["train"]:
-        if source.kind not in ("mlmr", "samed2d"):
-            raise ValueError(f"{path}: data kind must be mlmr or samed2d, got {source.kind!r}")
+        if source.kind not in ("mlmr", "samed2d", "mimo"):
+            raise ValueError(f"{path}: data kind must be mlmr, samed2d or mimo, got {source.kind!r}")
         if source.only not in (None, "absent", "present"):
             raise ValueError(f"{path}: 'only' must be absent or present, got {source.only!r}")
     return TrainConfig(**raw)

@@ -6,6 +6,9 @@ from __future__ import annotations
 TARGETS = {  # acceptance goals of the default model (issue 3)
     "ct_giou": 0.60, "ct_box_acc": 0.70, "grey_matter_dice": 0.75, "white_matter_dice": 0.75, "absence_rate": 0.80,
 }
+MIMO_TARGETS = {"miou": 0.55, "grounding_f1": 0.60}  # per perspective (issue 6)
+PROMPT_NAMING_TARGET = 0.70  # box around a structure, question without its name (issue 6)
+MAX_SINGLE_ENTITY_DROP = 0.03  # the MIMO stage may cost the single-entity figures at most this
 
 
 def headline(metrics: dict) -> dict[str, float | None]:
@@ -25,15 +28,50 @@ def _pct(value) -> str:
 
 
 PIPELINE = (
-    "(about 75 minutes on 2 CPU cores) runs five stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
+    "(about 100 minutes on 2 CPU cores) runs six stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
     "language model), pretraining from scratch (everything trains; half the masks prompted with the "
     "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
     "phase (LoRA on the language model; mask decoder, routers and "
-    "heads trained; encoders frozen) and fine-tuning with the similarity loss."
+    "heads trained; encoders frozen), fine-tuning with the similarity loss, and the MIMO stage: the "
+    "visual prompt encoder and input aligner are added and everything trains on the four MIMOSeg "
+    "perspectives mixed with the MediSee data."
 )
 
 
-def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE) -> str:
+def mimo_section(mimo: dict, before: dict | None, after: dict) -> list[str]:
+    """The MIMO table (per perspective, against its goals), the prompt-naming rate and the
+    single-entity headline before and after the MIMO stage."""
+    lines = ["", "## Visual prompts and several entities (MIMOSeg perspectives)",
+             f"`medisee evaluate --mimo` ({mimo.get('instructions')} instructions from the test split's present "
+             "targets, full mode; I: label-guided, II: box/point perceiving, III: reasoning, IV: visual-prompt "
+             "reasoning):", "",
+             "| perspective | mIoU | AP50 | grounding F1 | BLEU-4 | ROUGE-L | METEOR | n |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, g in mimo.get("perspectives", {}).items():
+        lines.append(f"| {name} | {_pct(g.get('miou'))} | {_pct(g.get('ap50'))} | {_pct(g.get('grounding_f1'))} | "
+                     f"{_pct(g.get('bleu4'))} | {_pct(g.get('rouge_l'))} | {_pct(g.get('meteor'))} | {g.get('images')} |")
+    per = {k: v for k, v in mimo.get("perspectives", {}).items() if k != "all"}
+    misses = [f"{k} {m}" for k, g in per.items() for m, goal in MIMO_TARGETS.items()
+              if g.get(m) is None or g[m] < goal]
+    naming = mimo.get("prompt_naming", {})
+    box_rate = naming.get("box", {}).get("rate")
+    lines += ["", f"Goals per perspective: mIoU >= {_pct(MIMO_TARGETS['miou'])}, grounding F1 >= "
+              f"{_pct(MIMO_TARGETS['grounding_f1'])}: " + ("all met." if not misses else "**not met** for " + ", ".join(misses) + "."),
+              "", f"A box (or point) on a structure with a question that does not name it: the right structure is "
+              f"named in {_pct(box_rate)}% of box questions (goal {_pct(PROMPT_NAMING_TARGET)}), "
+              f"{_pct(naming.get('point', {}).get('rate'))}% of point questions."]
+    if before is not None:
+        lines += ["", "Single-entity figures before (stage 4) and after the MIMO stage (allowed drop "
+                  f"{_pct(MAX_SINGLE_ENTITY_DROP)} points):", "", "| figure | before | after | change |", "|---|---|---|---|"]
+        for key in TARGETS:
+            b, a = before.get(key), after.get(key)
+            change = "n/a" if a is None or b is None else f"{100 * (a - b):+.1f}"
+            lines.append(f"| {key} | {_pct(b)} | {_pct(a)} | {change} |")
+    return lines
+
+
+def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE, mimo: dict | None = None,
+           before: dict | None = None) -> str:
     lines = [
         "# Model card: the bundled default MediSee (tiny preset)",
         "",
@@ -45,7 +83,8 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         "MediSee architecture at small widths (`medisee info --model default`): Mistral-style language",
         "model (128 wide, 4 layers) with its own BPE tokenizer, CLIP-style vision tower (112 px),",
         "SAM-style mask head (256 px, 32x32 embedding), candidate tokens `[SEG]` `[BBOX]` with the two",
-        "routers, seg projection and box decoder.",
+        "routers, seg projection and box decoder; a SAM-style visual prompt encoder (box corners and a",
+        "point) and a cross-attention input aligner (16 learnable queries) feed drawn prompts to the LLM.",
         "",
         "## Data",
         f"`medisee demo-data` (seed {manifest.get('seed', 0)}): synthetic CT patients and augmented MNI152",
@@ -83,6 +122,8 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         g = split.get("overall", {})
         lines.append(f"| {name} | {_pct(g.get('giou'))} | {_pct(g.get('dice'))} | {_pct(g.get('box_acc'))} | "
                      f"{_pct(g.get('absence_rate'))} | {g.get('count')} |")
+    if mimo is not None:
+        lines += mimo_section(mimo, before, values)
     lines += [
         "",
         "## Limits",

@@ -106,7 +106,7 @@ def build_bundle(config: TrainConfig, records) -> MediSee:
     from medisee.config import preset
     from medisee.models import load_model
     from medisee.tokenizer import load_tokenizer, train_bpe_tokenizer
-    from medisee.weights import load_checkpoint
+    from medisee.weights import extend_checkpoint, load_checkpoint
 
     tokenizer_dir = config.output_dir / "tokenizer"
     if config.init.startswith("preset:"):
@@ -122,7 +122,10 @@ def build_bundle(config: TrainConfig, records) -> MediSee:
         bundle.tokenizer.save_pretrained(str(tokenizer_dir))
         return bundle
     if config.init.startswith("checkpoint:"):
-        return load_checkpoint(config.init.split(":", 1)[1])
+        path = config.init.split(":", 1)[1]
+        if config.model_changes:
+            return extend_checkpoint(path, config.model_changes, seed=config.seed)
+        return load_checkpoint(path)
     if config.init == "default":
         return load_model("default").bundle
     raise ValueError(f"init must be preset:NAME, checkpoint:PATH or default, got {config.init!r}")
@@ -143,13 +146,18 @@ def read_sources(config: TrainConfig):
 
     sources = {}
     for i, source in enumerate(config.train):
-        reader = read_mlmr_jsonl if source.kind == "mlmr" else read_samed2d_map
+        reader = read_samed2d_map if source.kind == "samed2d" else read_mlmr_jsonl
         records = reader(source.path)
+        if source.kind == "mimo":  # the four MIMOSeg perspectives over the file's present targets
+            from medisee.data.mimo import instructions
+
+            records = instructions(records, "train", random.Random(config.seed))
         if source.only is not None:
             records = [r for r in records if r.absent == (source.only == "absent")]
             if not records:
                 raise ValueError(f"{source.path}: no {source.only} records to train on")
-        sources[f"{i}:{source.path.name}{'' if source.only is None else ':' + source.only}"] = (records, source.weight)
+        label = f"{i}:{source.path.name}" + ("" if source.kind == "mlmr" else f":{source.kind}")
+        sources[label + ("" if source.only is None else f":{source.only}")] = (records, source.weight)
     return sources
 
 

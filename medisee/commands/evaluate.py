@@ -40,6 +40,11 @@ def register(commands) -> None:
                         help="score below which no entity is reported (default: the model's own)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--mimo", action="store_true",
+                        help="also evaluate the four MIMOSeg perspectives built from the file's present targets "
+                        "(full mode, box/point prompts): mIoU, AP50, grounding F1, BLEU-4, ROUGE-L, METEOR "
+                        "per perspective, written to mimo_metrics.json")
+    parser.add_argument("--mimo-limit", type=int, default=100, help="at most N instructions per perspective")
     parser.set_defaults(run=run)
 
 
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{data} is a folder: --data expects an MLMR-SD .jsonl file")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    if args.mimo_limit < 1:
+        raise ValueError(f"--mimo-limit must be at least 1, got {args.mimo_limit}")
     from ..data.mlmr import read_mlmr_jsonl  # raises DataError ("file:line: why") for bad records
 
     records = read_mlmr_jsonl(data)
@@ -75,6 +82,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {loaded.name}, {metrics['records']} records, {metrics['queries']} queries, {args.mode} mode")
     print(format_table(metrics))
     print(f"metrics in {out / 'metrics.json'}")
+    if args.mimo:
+        from training.evaluate_mimo import evaluate_mimo, mimo_instructions
+
+        chosen = mimo_instructions(records, limit_per_perspective=args.mimo_limit)
+        if not chosen:
+            raise ValueError(f"{data}: no present targets to build MIMO instructions from")
+        log.info("MIMO perspectives: %d instructions (full mode)", len(chosen))
+        mimo = evaluate_mimo(predictor, chosen, out, progress=progress_logger())
+        print(format_mimo_table(mimo))
+        print(f"MIMO metrics in {out / 'mimo_metrics.json'}")
     return 0
 
 
@@ -109,4 +126,25 @@ def format_table(metrics: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.append("(gIoU, cIoU, Dice, boxIoU, Acc@0.5 and absent-ok in %; absent-ok: share of absent targets "
                  "answered with nothing)")
+    return "\n".join(lines)
+
+
+MIMO_COLUMNS = (
+    ("mIoU", "miou", True), ("AP50", "ap50", True), ("gF1", "grounding_f1", True), ("BLEU-4", "bleu4", True),
+    ("ROUGE-L", "rouge_l", True), ("METEOR", "meteor", True), ("n", "images", False),
+)  # fmt: skip
+
+
+def format_mimo_table(metrics: dict) -> str:
+    """One row per MIMOSeg perspective (and all), then the prompt-naming rate (percentages)."""
+    table = [["perspective", *(title for title, _, _ in MIMO_COLUMNS)]]
+    for name, group in metrics["perspectives"].items():
+        table.append([name, *(_cell(group.get(key), percent) for _, key, percent in MIMO_COLUMNS)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    naming = metrics["prompt_naming"]
+    lines.append("box/point without the name -> right structure named: "
+                 + ", ".join(f"{k} {_cell(v['rate'], True)}% (n={v['count']})" for k, v in naming.items()))
     return "\n".join(lines)

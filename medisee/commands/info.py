@@ -35,6 +35,8 @@ def components(model: MediSeeModel) -> list[tuple[str, torch.nn.Module]]:
         ("SAM image encoder", model.mask_head.sam.vision_encoder),
         ("SAM prompt encoder", model.mask_head.sam.prompt_encoder),
         ("SAM mask decoder", model.mask_head.sam.mask_decoder),
+        *([("visual prompt encoder (MIMO)", model.prompt_encoder)] if model.prompt_encoder is not None else []),
+        *([("input aligner (MIMO)", model.input_aligner)] if model.input_aligner is not None else []),
     ]
 
 
@@ -48,6 +50,11 @@ def describe(config: MediSeeConfig, model: MediSeeModel, title: str) -> str:
                  f"features from layer {c.feature_layer} -> {c.num_patches} image tokens")
     lines.append(f"  SAM: {s.image_size}px, width {s.hidden_size}, {s.num_hidden_layers} layers, "
                  f"embedding {s.prompt_dim}x{s.embedding_size}x{s.embedding_size}")
+    v = config.visual_prompts
+    lines.append("  visual prompts: none (a box/point only prompts the mask head)" if v is None else
+                 f"  visual prompts: box + {v.max_points} point(s), "
+                 + (f"aligner with {v.num_queries} queries x {v.aligner_layers} layers" if v.aligner else "no aligner")
+                 + f" -> {v.num_slot_tokens} extra image-slot tokens")
     lines.append(f"  candidate tokens: {' '.join(config.candidate_tokens)} (routers see {' '.join(config.router_input_order)})")
     lines.append(f"  {'component':34s} {'parameters':>15s} {'trainable':>15s}")
     for name, module in components(model):

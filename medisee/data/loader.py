@@ -93,7 +93,8 @@ def to_training_sample(
     ``instruction_probability`` the query gets an explicit instruction suffix ("Please
     respond with segmentation mask and location bounding box, and explain why."), so the
     model learns both the bare question a radiologist types and the instructed form.
-    Multi-target instructions carry ``extra["targets"]`` and their answer in ``extra["answer"]``."""
+    Multi-target instructions carry ``extra["targets"]`` and their answer in ``extra["answer"]``;
+    visual-prompt instructions carry ``extra["prompt_box"]`` or ``extra["prompt_point"]``."""
     image = _cached_image(str(record.image), _window(record), record.extra.get("slice"), record.source)
     kind = rng.choice(("short", "long")) if query_kind == "any" else query_kind
     query = getattr(record, kind)
@@ -112,8 +113,13 @@ def to_training_sample(
         masks.append(mask.astype(np.uint8))
         boxes.append(np.asarray(target["bbox"], dtype=np.float32))
     answer = record.extra.get("answer") or templates.grounded_answer(record.explanation)
-    plain = queries.label_query(record.class_text, rng) if with_plain_query and len(targets) == 1 else None
-    return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain)
+    referring_box, referring_point = record.extra.get("prompt_box"), record.extra.get("prompt_point")
+    plain = None
+    if with_plain_query and len(targets) == 1 and referring_box is None and referring_point is None:
+        plain = queries.label_query(record.class_text, rng)
+    return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain,
+                          referring_box=tuple(referring_box) if referring_box else None,
+                          referring_point=tuple(referring_point) if referring_point else None)
 
 
 def group_by_image(records: list[Record]) -> list[list[Record]]:

@@ -10,7 +10,8 @@
 Each generator returns a :class:`Record`: ``long``/``short`` hold the question (the same
 text for I and II), ``explanation`` the text after the candidate tokens, and ``extra`` adds
 ``perspective``, ``answer`` (the whole answer text), ``prompt_box``/``prompt_point``
-(normalised, for II and IV; the same numbers appear in the question, to two decimals) and,
+(normalised, for II and IV: the question only says "the drawn box", the model reads the
+coordinates through its visual prompt encoder) and,
 for a multi-label I, ``targets``: class_text, mask and bbox of every target in answer order
 (the record's own ``mask``/``bbox`` are the first target's).
 """
@@ -129,10 +130,7 @@ def prompt_perceiving(target: Record, rng: random.Random, prompt: str | None = N
     """Perspective II: what is the structure in the box / at the point? (``prompt`` None draws one)."""
     _check_present(target)
     visual = _visual_prompt(target, rng, prompt)
-    if "box" in visual:
-        query = rng.choice(templates.BOX_QUESTIONS).format(box=templates.box_text(visual["box"]))
-    else:
-        query = rng.choice(templates.POINT_QUESTIONS).format(point=templates.point_text(visual["point"]))
+    query = rng.choice(templates.BOX_QUESTIONS if "box" in visual else templates.POINT_QUESTIONS)
     explanation = rng.choice(templates.PROMPT_ANSWERS).format(class_name=display_name(target.class_text))
     return _derived(target, query, query, explanation, grounded_answer(explanation, candidate_tokens), "II",
                     **{f"prompt_{kind}": value for kind, value in visual.items()})
@@ -159,8 +157,10 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
 
 def instructions(records: Sequence[Record], split: str, rng: random.Random,
                  candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES) -> list[Record]:
-    """Every perspective for every image: I over all its present targets, then II for each
-    target and III and IV for each target the knowledge base knows. Absent targets are skipped."""
+    """Every perspective for every image: I over all its present targets (and, with three
+    or more, over a random pair too: two named structures is the common request), then II
+    for each target and III and IV for each target the knowledge base knows. Absent targets
+    are skipped."""
     by_image: dict = {}
     for record in records:
         if not record.absent and record.mask is not None:
@@ -168,6 +168,8 @@ def instructions(records: Sequence[Record], split: str, rng: random.Random,
     out = []
     for targets in by_image.values():
         out.append(label_guided(targets, rng, candidate_tokens))
+        if len(targets) >= 3:
+            out.append(label_guided(rng.sample(targets, 2), rng, candidate_tokens))
         for target in targets:
             out.append(prompt_perceiving(target, rng, candidate_tokens=candidate_tokens))
             if find_structure(target.class_text) is not None:

@@ -238,6 +238,5 @@ def corpus_lines() -> list[str]:
         lines += [template.format(class_name=structure.name) for template in class_templates]
     lines += [template.format(name="structure") for template in templates.ABSENT_UNKNOWN_TEMPLATES]
     lines += list(templates.REASONING_SUFFIXES)
-    lines += [q.format(box=templates.box_text(_EXAMPLE_BOX)) for q in templates.BOX_QUESTIONS]
-    lines += [q.format(point=templates.point_text(_EXAMPLE_POINT)) for q in templates.POINT_QUESTIONS]
+    lines += [*templates.BOX_QUESTIONS, *templates.POINT_QUESTIONS]
     return list(dict.fromkeys(lines))

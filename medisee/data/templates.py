@@ -287,19 +287,20 @@ ABSENT_UNKNOWN_TEMPLATES: tuple[str, ...] = (
     "Nothing in this image corresponds to the {name}.",
 )
 
-# Perspective II (MIMOSeg): a box or point is given, the structure there is to be named.
+# Perspective II (MIMOSeg): a box or point is drawn with the question (it reaches the model
+# through the visual prompt encoder, not as numbers in the text), the structure is to be named.
 BOX_QUESTIONS: tuple[str, ...] = (
-    "What is the structure in the box {box}? Please segment it.",
-    "Identify and segment the organ or lesion inside the box {box}.",
-    "Which structure lies within the bounding box {box}? Outline it.",
-    "Please segment whatever is inside the box {box} and name it.",
-    "Tell me what the box {box} contains and draw its outline.",
+    "What is the structure in this box? Please segment it.",
+    "Identify and segment the organ or lesion inside the box.",
+    "Which structure lies within the drawn box? Outline it.",
+    "Please segment whatever is inside the box and name it.",
+    "Tell me what the box contains and draw its outline.",
 )
 POINT_QUESTIONS: tuple[str, ...] = (
-    "What is the structure at the point {point}? Please segment it.",
-    "Identify and segment the organ or lesion under the point {point}.",
-    "Which structure does the point {point} fall on? Outline it.",
-    "Please segment whatever lies at the point {point} and name it.",
+    "What is the structure at this point? Please segment it.",
+    "Identify and segment the organ or lesion under the point.",
+    "Which structure does the clicked point fall on? Outline it.",
+    "Please segment whatever lies at the point and name it.",
 )
 PROMPT_ANSWERS: tuple[str, ...] = (
     "The structure there is the {class_name}.",
@@ -309,20 +310,12 @@ PROMPT_ANSWERS: tuple[str, ...] = (
 )
 
 
-def box_text(box: tuple[float, float, float, float]) -> str:
-    """A normalised box as the model reads it in a query: ``[0.12, 0.30, 0.45, 0.62]``."""
-    return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
-
-
-def point_text(point: tuple[float, float]) -> str:
-    return f"({point[0]:.2f}, {point[1]:.2f})"
-
-
 def prompt_region(box: tuple[float, float, float, float] | None = None, point: tuple[float, float] | None = None) -> str:
-    """``{region}`` of the visual-prompt phrasings: "the box [...]" or "the point (...)"."""
+    """``{region}`` of the visual-prompt phrasings: "the drawn box" or "the clicked point".
+    The coordinates themselves go to the visual prompt encoder, as they do from Slicer."""
     if (box is None) == (point is None):
         raise ValueError("give exactly one of box and point")
-    return f"the box {box_text(box)}" if box is not None else f"the point {point_text(point)}"
+    return "the drawn box" if box is not None else "the clicked point"
 
 
 def phrasings_for(split: str, phrasings: tuple[Phrasing, ...] = REASONING_PHRASINGS) -> tuple[Phrasing, ...]:

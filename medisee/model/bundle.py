@@ -42,6 +42,8 @@ class TrainingSample:
     masks: np.ndarray
     boxes: np.ndarray
     plain_query: str | None = None
+    referring_box: tuple[float, float, float, float] | None = None  # normalised xyxy drawn with the query
+    referring_point: tuple[float, float] | None = None  # normalised (x, y) clicked with the query
 
 
 class MediSee:
@@ -56,7 +58,7 @@ class MediSee:
         self.model = model if model is not None else MediSeeModel(config, ids)
         if self.model.candidate_token_ids != ids:
             raise ValueError(f"model candidate ids {self.model.candidate_token_ids} != tokenizer ids {ids}")
-        self.prompts = PromptEncoder(tokenizer, config.clip.num_patches, placeholder_id=tokenizer.unk_token_id or 0)
+        self.prompts = PromptEncoder(tokenizer, config.num_image_slot_tokens, placeholder_id=tokenizer.unk_token_id or 0)
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +93,14 @@ class MediSee:
         encoded = [self.prompts.encode(q, a) for q, a in conversations]
         return pad_prompts(encoded, self.tokenizer.pad_token_id, padding_side, self.device)
 
+    def referring_tensors(self, boxes: list, points: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row normalised boxes (B, 4) and points (B, 1, 2); None becomes NaN (no prompt)."""
+        nan = float("nan")
+        box_rows = [list(b) if b is not None else [nan] * 4 for b in boxes]
+        point_rows = [[list(p) if p is not None else [nan, nan]] for p in points]
+        return (torch.tensor(box_rows, dtype=self.dtype, device=self.device).reshape(-1, 4),
+                torch.tensor(point_rows, dtype=self.dtype, device=self.device).reshape(-1, 1, 2))
+
     # -- training -------------------------------------------------------------------------
     def loss(self, samples: list[TrainingSample], weights: LossWeights | None = None,
              gt_box_prompts: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -109,8 +119,11 @@ class MediSee:
             prompt_boxes = torch.cat(boxes).to(self.device)
             keep_predicted = torch.rand(len(prompt_boxes), generator=generator) >= gt_box_prompts
             prompt_boxes[keep_predicted.to(self.device)] = float("nan")
+        referring_boxes, referring_points = self.referring_tensors(
+            [s.referring_box for s in samples], [s.referring_point for s in samples])
         fwd = self.model(images, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                         answer_start=tokens.answer_start, prompt_boxes=prompt_boxes)
+                         answer_start=tokens.answer_start, prompt_boxes=prompt_boxes,
+                         referring_boxes=referring_boxes, referring_points=referring_points)
         terms = self._supervised_terms(fwd, tokens, samples)
         paired = [i for i, s in enumerate(samples) if s.plain_query and len(s.masks)]
         if paired:

@@ -20,6 +20,7 @@ from .box_head import BoxDecoder, cxcywh_to_xyxy
 from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
 from .seg_head import MaskHead
+from .visual_prompts import InputAligner, VisualPromptEncoder
 
 
 @dataclass
@@ -77,6 +78,9 @@ class MediSeeModel(nn.Module):
         )
         self.bbox_decoder = BoxDecoder(hidden, config.box_hidden)
         self.mask_head = MaskHead(config.sam)
+        prompts = config.visual_prompts
+        self.prompt_encoder = VisualPromptEncoder(prompts, hidden) if prompts is not None else None
+        self.input_aligner = InputAligner(prompts, hidden) if prompts is not None and prompts.aligner else None
         if config.lora is not None:
             from .trainable import inject_lora
 
@@ -102,6 +106,40 @@ class MediSeeModel(nn.Module):
                 resized=list(resized),
                 original=list(original),
             )
+
+    # -- the language model's input ------------------------------------------------------
+    def embed_inputs(
+        self,
+        clip: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        answer_start: torch.Tensor | None = None,
+        referring_boxes: torch.Tensor | None = None,
+        referring_points: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
+        then, with visual prompts configured, the aligner's queries (or the prompt tokens
+        without the aligner). ``referring_boxes`` (B, 4) and ``referring_points`` (B, P, 2)
+        are normalised; NaN (or None) means no prompt. The aligner reads only the question:
+        positions before ``answer_start``, outside the image slot."""
+        tokens = self.mllm.language_model.get_input_embeddings()(input_ids)
+        features = clip
+        if self.prompt_encoder is not None:
+            batch = input_ids.shape[0]
+            if referring_boxes is None:
+                referring_boxes = tokens.new_full((batch, 4), float("nan"))
+            if referring_points is None:
+                referring_points = tokens.new_full((batch, 0, 2), float("nan"))
+            prompts = self.prompt_encoder(referring_boxes.to(tokens), referring_points.to(tokens))
+            if self.input_aligner is not None:
+                positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+                question = attention_mask.bool() & ~image_mask
+                if answer_start is not None:
+                    question = question & (positions.unsqueeze(0) < answer_start.unsqueeze(1))
+                prompts = self.input_aligner(clip.to(tokens), tokens, question, prompts)
+            features = torch.cat([clip.to(tokens), prompts], dim=1)
+        return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
 
     # -- candidate tokens -----------------------------------------------------------------
     def find_groups(self, input_ids: torch.Tensor, start: torch.Tensor | None = None) -> Groups:
@@ -196,13 +234,17 @@ class MediSeeModel(nn.Module):
         image_index: torch.Tensor | None = None,
         answer_start: torch.Tensor | None = None,
         prompt_boxes: torch.Tensor | None = None,
+        referring_boxes: torch.Tensor | None = None,
+        referring_points: torch.Tensor | None = None,
     ) -> "ForwardOutputs":
         """Teacher-forced pass over full conversations. Returns the final-layer states and
         the per-group predictions; losses are computed from these by ``medisee.losses``.
-        ``prompt_boxes`` (G, 4) replaces the mask head's box prompt per group (NaN: keep)."""
+        ``prompt_boxes`` (G, 4) replaces the mask head's box prompt per group (NaN: keep);
+        ``referring_boxes``/``referring_points`` are the rows' visual prompts (``embed_inputs``)."""
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
-        embeds = self.mllm.embed(input_ids, image_mask, images.clip[image_index])
+        embeds = self.embed_inputs(images.clip[image_index], input_ids, attention_mask, image_mask, answer_start,
+                                   referring_boxes, referring_points)
         hidden = self.mllm.hidden_states(embeds, attention_mask)
         groups = self.find_groups(input_ids, answer_start)
         outputs = self.decode_groups(hidden, groups)

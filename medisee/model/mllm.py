@@ -40,13 +40,6 @@ class LlavaMLLM(nn.Module):
             x = x[0] if isinstance(x, tuple) else x
         return self.mm_projector(x[:, 1:])
 
-    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with the image slot (``image_mask`` True) filled by the features.
-
-        input_ids/image_mask: (B, T); image_features: (B, N, H) with N = image_mask.sum(1)."""
-        embeds = self.language_model.get_input_embeddings()(input_ids)
-        return embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
-
     def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final-layer states after the final norm, (B, T, H)."""
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -43,14 +43,16 @@ class MaskHead(nn.Module):
         image_embeddings: (N, C, e, e), one row per prompt (expand a shared slice embedding).
         seg_embeddings: (N, C) from the seg projection.
         boxes_xyxy: (N, 4) in SAM input pixels, or None.
-        points_xy: (N, P, 2) positive clicks in SAM input pixels, or None.
+        points_xy: (N, P, 2) positive clicks in SAM input pixels (NaN rows: none), or None.
         Returns low-resolution logits (N, 1, 4e, 4e) and the IoU prediction (N, 1).
         """
         encoder = self.sam.prompt_encoder
         parts = []
-        if points_xy is not None:
-            labels = torch.ones(points_xy.shape[:2], dtype=torch.long, device=points_xy.device)
-            parts.append(encoder._embed_points(points_xy.unsqueeze(1), labels.unsqueeze(1), pad=False))
+        if points_xy is not None:  # NaN points are padding (SAM's "not a point")
+            absent = torch.isnan(points_xy).any(-1)
+            labels = torch.where(absent, -1, 1).long()
+            points = torch.nan_to_num(points_xy, nan=0.0)
+            parts.append(encoder._embed_points(points.unsqueeze(1), labels.unsqueeze(1), pad=False))
         if boxes_xyxy is not None:
             parts.append(encoder._embed_boxes(boxes_xyxy.unsqueeze(1).to(seg_embeddings.dtype)))
         parts.append(seg_embeddings[:, None, None, :])

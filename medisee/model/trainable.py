@@ -1,6 +1,6 @@
 """Which parameters train (paper section 4.3): LoRA on the language model's attention,
 full training of lm_head, embed_tokens, mask decoder, seg projection, box decoder and
-both routers; CLIP tower, projector, SAM image and prompt encoders frozen."""
+both routers (and, as in MIMO, the visual prompt encoder and input aligner); CLIP tower, projector, SAM image and prompt encoders frozen."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ FULLY_TRAINED = (
     "bbox_decoder.",
     "router_seg.",
     "router_box.",
+    "prompt_encoder.",  # MIMO trains the visual prompt encoder and the input aligner
+    "input_aligner.",
 )
 
 

@@ -46,12 +46,13 @@ def test_prompt_perceiving_box_and_point(targets, scan):
         box = boxed.extra["prompt_box"]
         width, height = liver.bbox[2] - liver.bbox[0], liver.bbox[3] - liver.bbox[1]
         assert all(abs(a - b) <= 0.05 * s + 1e-4 for a, b, s in zip(box, liver.bbox, (width, height) * 2))
-        assert templates.box_text(box) in boxed.short and "liver" in boxed.explanation
+        assert boxed.short in templates.BOX_QUESTIONS and "liver" in boxed.explanation
+        assert not any(ch.isdigit() for ch in boxed.short)  # the box reaches the model as a visual prompt
         assert boxed.extra["perspective"] == "II" and boxed.extra["answer"].startswith("Sure, it is [SEG] and [BBOX].")
         pointed = mimo.prompt_perceiving(ring, random.Random(seed), prompt="point")
         x, y = pointed.extra["prompt_point"]
         assert scan["ring_mask"][int(y * 48), int(x * 64)]  # on the ring, although its centroid is not
-        assert templates.point_text((x, y)) in pointed.short and "prompt_box" not in pointed.extra
+        assert pointed.short in templates.POINT_QUESTIONS and "prompt_box" not in pointed.extra
     with pytest.raises(ValueError, match="prompt"):
         mimo.prompt_perceiving(liver, random.Random(0), prompt="scribble")
 
@@ -67,7 +68,7 @@ def test_reasoning_and_prompted_questions(targets):
         fourth = mimo.prompted_question(liver, "train", random.Random(seed))
         assert fourth.extra["perspective"] == "IV" and fourth.extra["template_id"] not in held_out
         assert ("prompt_box" in fourth.extra) != ("prompt_point" in fourth.extra)
-        assert "the box [" in fourth.long + fourth.short or "the point (" in fourth.long + fourth.short
+        assert "the drawn box" in fourth.long + fourth.short or "the clicked point" in fourth.long + fourth.short
         assert "liver" not in fourth.long + fourth.short and "liver" in fourth.explanation
 
 
@@ -86,4 +87,8 @@ def test_instructions_cover_all_perspectives(targets, tmp_path):
     out = mimo.instructions([liver, ring, absent], "train", random.Random(0))
     assert [r.extra["perspective"] for r in out] == ["I", "II", "III", "IV", "II"]  # no knowledge about polyps
     assert out == mimo.instructions([liver, ring, absent], "train", random.Random(0))
+    third = Record(liver.image, liver.mask, "stomach", "q", "q", liver.bbox, source="t:3")
+    out = mimo.instructions([liver, ring, third], "train", random.Random(0))
+    pairs = [r for r in out if r.extra["perspective"] == "I" and len(r.extra.get("targets", [])) == 2]
+    assert len(pairs) == 1 and len(out[0].extra["targets"]) == 3  # all three, then one named pair
     assert mimo.join_labels(["a", "b", "c"]) == "a, b and c"

@@ -67,7 +67,7 @@ def test_phrasing_fields():
 
 
 def test_visual_prompt_text():
-    assert templates.prompt_region(box=(0.1, 0.2, 0.345, 0.5)) == "the box [0.10, 0.20, 0.34, 0.50]"
-    assert templates.prompt_region(point=(0.5, 0.25)) == "the point (0.50, 0.25)"
+    assert templates.prompt_region(box=(0.1, 0.2, 0.345, 0.5)) == "the drawn box"
+    assert templates.prompt_region(point=(0.5, 0.25)) == "the clicked point"
     with pytest.raises(ValueError):
         templates.prompt_region()

@@ -22,7 +22,7 @@ def test_component_shapes(tiny_shared, phantom):
         assert enc.clip.shape == (2, config.clip.num_patches, config.text.hidden_size)
         assert enc.resized == [(192, 256), (192, 256)] and enc.original == [(96, 128), (96, 128)]
         tokens = bundle.tokenize([(QUERY, ANSWER), (QUERY, ANSWER)])
-        assert int(tokens.image_mask.sum(1)[0]) == config.clip.num_patches
+        assert int(tokens.image_mask.sum(1)[0]) == config.clip.num_patches + config.visual_prompts.num_queries
         fwd = bundle.model(enc, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
                            answer_start=tokens.answer_start)
     out = fwd.outputs
@@ -187,3 +187,15 @@ def test_sam_positional_frequencies_start_as_in_segment_anything(tiny):
     embedding = tiny.model.mask_head.sam.shared_image_embedding.positional_embedding
     assert 0.5 < float(embedding.detach().std()) < 2.0
     assert embedding is tiny.model.mask_head.sam.prompt_encoder.shared_embedding.positional_embedding
+
+
+def test_more_seg_tokens_than_box_tokens_keep_only_complete_groups(tiny_shared):
+    model, tokenizer = tiny_shared.model, tiny_shared.tokenizer
+    seg, box = model.candidate_token_ids
+    word = tokenizer("liver", add_special_tokens=False).input_ids[0]
+    ids = torch.tensor([[word, seg, box, word, seg, word, seg, word],  # 3 [SEG], 1 [BBOX] -> 1 group
+                        [word, seg, word, box, seg, box, word, word]])  # 2 complete groups
+    groups = model.find_groups(ids)
+    assert groups.rows.tolist() == [0, 1, 1]
+    assert groups.positions.tolist() == [[1, 2], [1, 3], [4, 5]]
+    assert len(model.find_groups(ids, start=torch.tensor([3, 3]))) == 1  # only row 1's second group starts late enough

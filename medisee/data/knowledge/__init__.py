@@ -117,3 +117,20 @@ def find_structure(name: str) -> Structure | None:
         if wanted in (normalise(term) for term in structure.terms):
             return structure
     return None
+
+
+@lru_cache(maxsize=1)
+def _term_pattern() -> tuple[re.Pattern, dict[str, Structure]]:
+    by_term = {normalise(term): structure for structure in _load().values() for term in structure.terms}
+    alternatives = sorted(by_term, key=len, reverse=True)  # "left kidney" before "kidney left" and "brain"
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t).replace(r"\ ", r"[\s_\-]+") for t in alternatives) + r")\b",
+                         re.IGNORECASE)
+    return pattern, by_term
+
+
+def structure_named_in(text: str) -> Structure | None:
+    """The first structure a free text names ("The marked structure is the left kidney; it
+    ..." -> left kidney): how an answer without a ``<p>phrase</p>`` names its entity."""
+    pattern, by_term = _term_pattern()
+    found = pattern.search(text or "")
+    return by_term[normalise(found.group(1))] if found else None

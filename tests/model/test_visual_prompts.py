@@ -1,0 +1,351 @@
+"""MIMO's visual referring input: the prompt encoder, the input aligner, how their tokens
+fill the LLM's image slot, the "w/o Aligner" ablation, and the predictor's helpers that
+tie a drawn prompt to one predicted entity."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from medisee.builder import build_random
+from medisee.config import MediSeeConfig, VisualPromptConfig, preset
+from medisee.model import TrainingSample
+from medisee.model.trainable import configure_trainable
+from medisee.model.visual_prompts import BOX_END, BOX_START, NOT_A_PROMPT, POINT, InputAligner, VisualPromptEncoder
+from medisee.predictor import PromptInputs, entity_phrase, owner_of_prompt
+
+QUERY = "which organ filters the blood?"
+ANSWER = "Sure, it is [SEG] and [BBOX]. The kidney filters blood."
+NAN = float("nan")
+
+
+def prompt_config(**changes) -> VisualPromptConfig:
+    return dataclasses.replace(VisualPromptConfig(embed_dim=16, num_queries=5, aligner_layers=1, aligner_heads=4), **changes)
+
+
+def seeded(cls, config, hidden=32, seed=0):
+    torch.manual_seed(seed)
+    return cls(config, hidden).eval()
+
+
+def slot(embeds: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+    """(B, slot, H): the image-slot positions of each row, in order."""
+    return embeds[image_mask].reshape(embeds.shape[0], -1, embeds.shape[-1])
+
+
+# -- the prompt encoder ---------------------------------------------------------------------
+def test_prompt_tokens_have_two_corners_and_max_points_with_padding():
+    encoder = seeded(VisualPromptEncoder, prompt_config(max_points=3))
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]])
+    for count in (0, 1, 3):
+        points = torch.rand(2, count, 2)
+        assert encoder(boxes, points).shape == (2, 2 + 3, 32)
+    # fewer points than max_points: the missing ones are "not a prompt" tokens
+    one = encoder(boxes, torch.tensor([[[0.4, 0.4]], [[0.6, 0.2]]]))
+    explicit = encoder(boxes, torch.tensor([[[0.4, 0.4], [NAN, NAN], [NAN, NAN]], [[0.6, 0.2], [NAN, NAN], [NAN, NAN]]]))
+    torch.testing.assert_close(one, explicit)
+    with pytest.raises(ValueError, match="at most 3"):
+        encoder(boxes, torch.rand(2, 4, 2))
+    for bad_boxes, bad_points in [
+        (torch.rand(2, 2, 2), torch.rand(2, 1, 2)),  # boxes not (B, 4)
+        (torch.rand(2, 4), torch.rand(2, 1, 3)),  # points not (..., 2)
+        (torch.rand(2, 4), torch.rand(3, 1, 2)),  # batch mismatch
+        (torch.rand(2, 4), torch.rand(2, 2)),  # points not 3-D
+    ]:
+        with pytest.raises(ValueError, match="expected boxes"):
+            encoder(bad_boxes, bad_points)
+
+
+def test_absent_prompts_are_the_not_a_prompt_embedding_and_present_ones_carry_position():
+    encoder = seeded(VisualPromptEncoder, prompt_config(max_points=1))
+    with torch.no_grad():
+        # a NaN anywhere in a coordinate pair makes it absent, whatever the other number is
+        a = encoder(torch.tensor([[NAN, NAN, NAN, NAN]]), torch.tensor([[[NAN, NAN]]]))
+        b = encoder(torch.tensor([[0.9, NAN, NAN, 0.1]]), torch.tensor([[[NAN, 0.3]]]))
+        torch.testing.assert_close(a, b)
+        # every absent token is the same vector: project(type_embeddings[NOT_A_PROMPT])
+        expected = encoder.project(encoder.type_embeddings.weight[NOT_A_PROMPT])
+        for k in range(3):
+            torch.testing.assert_close(a[0, k], expected)
+        # a present box changes its corner tokens (and only those), and the corners differ by position
+        box = encoder(torch.tensor([[0.1, 0.2, 0.7, 0.8]]), torch.tensor([[[NAN, NAN]]]))
+        moved = encoder(torch.tensor([[0.3, 0.2, 0.7, 0.9]]), torch.tensor([[[NAN, NAN]]]))
+    assert not torch.allclose(box[0, 0], a[0, 0]) and not torch.allclose(box[0, 1], a[0, 1])
+    torch.testing.assert_close(box[0, 2], a[0, 2])
+    assert not torch.allclose(box[0, 0], moved[0, 0]) and not torch.allclose(box[0, 1], moved[0, 1])
+    # same coordinates, different type: a box corner is not a point
+    with torch.no_grad():
+        as_point = encoder(torch.full((1, 4), NAN), torch.tensor([[[0.1, 0.2]]]))
+    assert not torch.allclose(as_point[0, 2], box[0, 0])
+    assert len({BOX_START, BOX_END, POINT, NOT_A_PROMPT}) == 4
+
+
+def test_positional_encoding_is_a_fixed_saved_buffer():
+    encoder = seeded(VisualPromptEncoder, prompt_config())
+    coords = torch.tensor([[0.0, 0.0], [0.25, 0.75], [1.0, 1.0]])
+    first = encoder.positional_encoding(coords)
+    torch.testing.assert_close(encoder.positional_encoding(coords), first)
+    assert first.shape == (3, 16)
+    torch.testing.assert_close(first[:, :8] ** 2 + first[:, 8:] ** 2, torch.ones(3, 8))  # sin^2 + cos^2
+    names = dict(encoder.named_parameters())
+    assert "positional_gaussian" not in names and encoder.positional_gaussian.requires_grad is False
+    state = encoder.state_dict()
+    assert "positional_gaussian" in state and state["positional_gaussian"].shape == (2, 8)
+    # same seed -> same frequencies; a reloaded encoder encodes the same way
+    other = seeded(VisualPromptEncoder, prompt_config(), seed=1)
+    assert not torch.allclose(other.positional_encoding(coords), first)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.positional_encoding(coords), first)
+    with pytest.raises(ValueError, match="even"):
+        VisualPromptEncoder(prompt_config(embed_dim=15), 32)
+
+
+# -- the input aligner ------------------------------------------------------------------------
+def test_aligner_reads_only_the_masked_question_and_the_prompts():
+    aligner = seeded(InputAligner, prompt_config())
+    g = torch.Generator().manual_seed(0)
+    image, text, prompts = torch.randn(2, 6, 32, generator=g), torch.randn(2, 7, 32, generator=g), torch.randn(2, 3, 32, generator=g)
+    text_mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        out = aligner(image, text, text_mask, prompts)
+        assert out.shape == (2, 5, 32)
+        ignored = text.clone()
+        ignored[~text_mask] = 100 * torch.randn(int((~text_mask).sum()), 32, generator=g)
+        torch.testing.assert_close(aligner(image, ignored, text_mask, prompts), out)
+        read = text.clone()
+        read[0, 1] += 3.0
+        changed = aligner(image, read, text_mask, prompts)
+        assert not torch.allclose(changed[0], out[0])
+        torch.testing.assert_close(changed[1], out[1])  # rows are independent
+        other_prompts = prompts.clone()
+        other_prompts[1] += 1.0
+        changed = aligner(image, text, text_mask, other_prompts)
+        assert not torch.allclose(changed[1], out[1])
+        torch.testing.assert_close(changed[0], out[0])
+    with pytest.raises(ValueError, match="aligner_heads"):
+        InputAligner(prompt_config(aligner_heads=5), 32)
+
+
+# -- the language model's input ---------------------------------------------------------------
+def embed(bundle, conversations, clip=None, answer_start=True, **referring):
+    tokens = bundle.tokenize(conversations)
+    model, config = bundle.model, bundle.config
+    if clip is None:
+        clip = torch.randn(len(conversations), config.clip.num_patches, config.text.hidden_size,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embeds = model.embed_inputs(clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start if answer_start else None, **referring)
+    return tokens, clip, embeds
+
+
+def test_the_image_slot_holds_clip_features_then_the_aligners_queries(tiny_shared):
+    bundle, config = tiny_shared, tiny_shared.config
+    model = bundle.model
+    n = config.clip.num_patches
+    assert config.num_image_slot_tokens == n + 16
+    tokens, clip, embeds = embed(bundle, [(QUERY, ANSWER), ("where is the liver?", "It is [SEG] and [BBOX].")])
+    assert tokens.image_mask.sum(1).tolist() == [n + 16, n + 16]
+    filled = slot(embeds, tokens.image_mask)
+    torch.testing.assert_close(filled[:, :n], clip)
+    # the queries' output, recomputed from its documented inputs
+    with torch.no_grad():
+        words = model.mllm.language_model.get_input_embeddings()(tokens.input_ids)
+        positions = torch.arange(tokens.input_ids.shape[1])
+        question = tokens.attention_mask.bool() & ~tokens.image_mask & (positions < tokens.answer_start[:, None])
+        prompts = model.prompt_encoder(torch.full((2, 4), NAN), torch.full((2, 0, 2), NAN))
+        expected = model.input_aligner(clip, words, question, prompts)
+    assert expected.shape == (2, 16, config.text.hidden_size)
+    torch.testing.assert_close(filled[:, n:], expected)
+    torch.testing.assert_close(embeds[~tokens.image_mask], words[~tokens.image_mask])
+
+
+def test_a_referring_box_changes_the_slot_but_not_the_text(tiny_shared):
+    bundle, n = tiny_shared, tiny_shared.config.clip.num_patches
+    conversations = [(QUERY, ANSWER)]
+    tokens, clip, plain = embed(bundle, conversations)
+    boxes = torch.tensor([[0.2, 0.3, 0.6, 0.7]])
+    _, _, boxed = embed(bundle, conversations, clip=clip, referring_boxes=boxes)
+    _, _, nan_boxed = embed(bundle, conversations, clip=clip, referring_boxes=torch.full((1, 4), NAN),
+                            referring_points=torch.full((1, 1, 2), NAN))
+    _, _, pointed = embed(bundle, conversations, clip=clip, referring_points=torch.tensor([[[0.4, 0.5]]]))
+    mask = tokens.image_mask
+    torch.testing.assert_close(boxed[~mask], plain[~mask])
+    torch.testing.assert_close(slot(boxed, mask)[:, :n], slot(plain, mask)[:, :n])
+    assert not torch.allclose(slot(boxed, mask)[:, n:], slot(plain, mask)[:, n:])
+    assert not torch.allclose(slot(pointed, mask)[:, n:], slot(plain, mask)[:, n:])
+    torch.testing.assert_close(nan_boxed, plain)  # NaN prompts are the same as none
+
+
+def test_the_answer_does_not_reach_the_aligner_but_the_question_does(tiny_shared):
+    bundle, n = tiny_shared, tiny_shared.config.clip.num_patches
+    clip = torch.randn(1, n, bundle.config.text.hidden_size, generator=torch.Generator().manual_seed(1)).expand(2, -1, -1)
+    answers = [(QUERY, ANSWER), (QUERY, "No, nothing like that is visible in this slice at all.")]
+    tokens, _, embeds = embed(bundle, answers, clip=clip)
+    assert tokens.answer_start[0] == tokens.answer_start[1]
+    filled = slot(embeds, tokens.image_mask)
+    torch.testing.assert_close(filled[0], filled[1])
+    # without answer_start the whole row is read, so the same pair differs: the check above can fail
+    tokens, _, embeds = embed(bundle, answers, clip=clip, answer_start=False)
+    filled = slot(embeds, tokens.image_mask)
+    assert not torch.allclose(filled[0, n:], filled[1, n:])
+    tokens, _, embeds = embed(bundle, [(QUERY, ANSWER), ("where is the spleen?", ANSWER)], clip=clip)
+    filled = slot(embeds, tokens.image_mask)
+    assert not torch.allclose(filled[0, n:], filled[1, n:])
+
+
+# -- training with visual prompts ---------------------------------------------------------------
+def without_aligner() -> MediSeeConfig:
+    config = preset("tiny")
+    return dataclasses.replace(config, visual_prompts=dataclasses.replace(config.visual_prompts, aligner=False))
+
+
+def grad_norm(param: torch.nn.Parameter) -> float:
+    return 0.0 if param.grad is None else float(param.grad.abs().sum())
+
+
+def test_without_the_aligner_the_prompt_tokens_go_to_the_llm_and_train(tiny_tokenizer, phantom):
+    config = without_aligner()
+    assert preset("tiny").visual_prompts.aligner  # the copy did not change the preset
+    vp = config.visual_prompts
+    assert config.num_image_slot_tokens == config.clip.num_patches + 2 + vp.max_points
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    assert bundle.model.input_aligner is None and bundle.model.prompt_encoder is not None
+    n = config.clip.num_patches
+    boxes = torch.tensor([[0.2, 0.3, 0.6, 0.7]])
+    tokens, clip, embeds = embed(bundle, [(QUERY, ANSWER)], referring_boxes=boxes)
+    assert int(tokens.image_mask.sum()) == n + 3
+    with torch.no_grad():
+        expected = bundle.model.prompt_encoder(boxes, torch.full((1, 0, 2), NAN))
+    torch.testing.assert_close(slot(embeds, tokens.image_mask)[:, n:], expected)
+
+    image, mask, box = phantom
+    configure_trainable(bundle.model)
+    bundle.model.train()
+    sample = TrainingSample(image, QUERY, ANSWER, mask[None], box[None], referring_box=tuple(float(v) for v in box))
+    terms = bundle.loss([sample])
+    assert torch.isfinite(terms["total"])
+    terms["total"].backward()
+    encoder = bundle.model.prompt_encoder
+    assert grad_norm(encoder.type_embeddings.weight) > 0
+    assert grad_norm(encoder.project[0].weight) > 0 and grad_norm(encoder.project[-1].weight) > 0
+
+
+def test_with_the_aligner_referring_prompts_train_the_queries_and_type_embeddings(tiny, phantom):
+    image, mask, box = phantom
+    configure_trainable(tiny.model)
+    tiny.model.train()
+    centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
+    samples = [
+        TrainingSample(image, QUERY, ANSWER, mask[None], box[None], referring_box=tuple(float(v) for v in box)),
+        TrainingSample(image, QUERY, ANSWER, mask[None], box[None], referring_point=centre),
+    ]
+    terms = tiny.loss(samples)
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+    assert grad_norm(tiny.model.input_aligner.queries) > 0
+    types = tiny.model.prompt_encoder.type_embeddings.weight.grad
+    assert types is not None
+    # the box corners, the point and the absent prompts all received gradient
+    for kind in (BOX_START, BOX_END, POINT, NOT_A_PROMPT):
+        assert float(types[kind].abs().sum()) > 0, kind
+
+
+def test_referring_tensors_turn_missing_prompts_into_nan(tiny_shared):
+    boxes, points = tiny_shared.referring_tensors([(0.1, 0.2, 0.3, 0.4), None], [None, (0.5, 0.6)])
+    assert boxes.shape == (2, 4) and points.shape == (2, 1, 2)
+    torch.testing.assert_close(boxes[0], torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert torch.isnan(boxes[1]).all() and torch.isnan(points[0]).all()
+    torch.testing.assert_close(points[1, 0], torch.tensor([0.5, 0.6]))
+
+
+def test_the_paper_mode_trains_the_prompt_encoder_and_aligner(tiny):
+    names = set(configure_trainable(tiny.model))
+    for prefix in ("prompt_encoder.", "input_aligner."):
+        params = [n for n, _ in tiny.model.named_parameters() if n.startswith(prefix)]
+        assert params and set(params) <= names, prefix
+    assert "input_aligner.queries" in names and "prompt_encoder.type_embeddings.weight" in names
+    assert not any(n.startswith("mllm.vision_tower.") for n in names)
+
+
+# -- configs without visual prompts ---------------------------------------------------------------
+def test_without_visual_prompts_the_slot_is_only_the_clip_patches(tiny_tokenizer):
+    assert preset("medisee-7b").visual_prompts is None
+    assert preset("medisee-7b").num_image_slot_tokens == preset("medisee-7b").clip.num_patches == 576
+    config = dataclasses.replace(preset("tiny"), visual_prompts=None)
+    assert config.num_image_slot_tokens == config.clip.num_patches
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    assert bundle.model.prompt_encoder is None and bundle.model.input_aligner is None
+    assert not any(k.startswith(("prompt_encoder.", "input_aligner.")) for k in bundle.model.state_dict())
+    tokens, clip, embeds = embed(bundle, [(QUERY, ANSWER)])
+    assert int(tokens.image_mask.sum()) == config.clip.num_patches
+    torch.testing.assert_close(slot(embeds, tokens.image_mask), clip)
+    # a referring prompt has nowhere to go and changes nothing
+    _, _, boxed = embed(bundle, [(QUERY, ANSWER)], clip=clip, referring_boxes=torch.tensor([[0.1, 0.1, 0.5, 0.5]]))
+    torch.testing.assert_close(boxed, embeds)
+
+
+def test_visual_prompts_round_trip_through_the_config_dict():
+    for config in (preset("tiny"), without_aligner(), preset("medisee-7b"),
+                   dataclasses.replace(preset("tiny"), visual_prompts=VisualPromptConfig(max_points=3))):
+        data = config.to_dict()
+        again = MediSeeConfig.from_dict(data)
+        assert again == config and again.to_dict() == data
+        assert again.num_image_slot_tokens == config.num_image_slot_tokens
+    data = preset("tiny").to_dict()
+    data["visual_prompts"]["unknown"] = 1
+    with pytest.raises(ValueError, match="VisualPromptConfig"):
+        MediSeeConfig.from_dict(data)
+
+
+# -- the predictor: which entity a drawn prompt marks, and entity names ------------------------------
+def test_the_prompt_is_owned_by_the_rows_only_group_or_its_best_overlap():
+    rows = torch.tensor([0, 1, 1, 1, 2])
+    predicted = torch.tensor([
+        [0.0, 0.0, 0.1, 0.1],  # row 0's only group, far from its prompt: still the owner
+        [0.0, 0.0, 0.2, 0.2],
+        [0.5, 0.5, 0.9, 0.9],  # overlaps row 1's box most
+        [0.4, 0.4, 0.6, 0.6],
+        [0.1, 0.1, 0.9, 0.9],  # row 2 has no prompt
+    ])
+    sizes = [(100, 200), (200, 100), (50, 50)]  # (h, w)
+    prompts = [PromptInputs(box=(150.0, 80.0, 190.0, 95.0)), PromptInputs(box=(50.0, 100.0, 90.0, 180.0)),
+               PromptInputs()]
+    assert owner_of_prompt(rows, predicted, prompts, sizes) == {0: 0, 2: 1}
+    # the overlap is measured in the row's own normalisation: swapping h and w changes the owner
+    # (read as (w, h), row 1's box would be (0.25, 1.0, 0.45, 1.8), overlapping nothing)
+    prompts[1] = PromptInputs(box=(10.0, 10.0, 30.0, 30.0))  # (0.05, 0.05, 0.15, 0.15) in a 200 x 100 slice
+    assert owner_of_prompt(rows, predicted, prompts, sizes) == {0: 0, 1: 1}
+
+
+def test_a_clicked_point_is_owned_by_the_nearest_box_centre():
+    rows = torch.tensor([0, 0, 0, 1])
+    predicted = torch.tensor([
+        [0.0, 0.0, 0.2, 0.2],  # centre (0.1, 0.1)
+        [0.6, 0.0, 1.0, 0.4],  # centre (0.8, 0.2)
+        [0.0, 0.6, 0.4, 1.0],  # centre (0.2, 0.8)
+        [0.0, 0.0, 1.0, 1.0],
+    ])
+    sizes = [(100, 400), (10, 10)]
+    near_second = [PromptInputs(point=(300.0, 25.0)), PromptInputs()]  # (0.75, 0.25)
+    assert owner_of_prompt(rows, predicted, near_second, sizes) == {1: 0}
+    near_third = [PromptInputs(point=(100.0, 70.0)), PromptInputs()]  # (0.25, 0.7)
+    assert owner_of_prompt(rows, predicted, near_third, sizes) == {2: 0}
+    assert owner_of_prompt(rows, predicted, [PromptInputs(), PromptInputs()], sizes) == {}
+    assert owner_of_prompt(torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), near_second, sizes) == {}
+    # a row with a point but no groups owns nothing; the other row's only group is its owner
+    assert owner_of_prompt(torch.tensor([1]), predicted[3:], [PromptInputs(point=(1.0, 1.0)),
+                                                                PromptInputs(point=(9.0, 9.0))], sizes) == {0: 1}
+
+
+def test_entity_phrases_prefer_the_tagged_phrase_then_the_answer_then_the_query():
+    query = "what is the structure inside the drawn box on this abdominal CT slice, and is it normal or not?"
+    answer = "The marked structure is the left kidney."
+    assert entity_phrase(0, ["liver"], answer, query) == "liver"
+    assert entity_phrase(0, [], answer, query) == "left kidney"
+    assert entity_phrase(0, [""], answer, query) == "left kidney"  # an empty tag names nothing
+    assert entity_phrase(0, [], "It is [SEG] and [BBOX].", query) == query[:64]
+    assert len(entity_phrase(0, [], "", query)) == 64
+    assert entity_phrase(1, ["liver"], answer, query) == f"{query[:56]} #2"
+    assert entity_phrase(2, ["liver", "spleen"], answer, "kidney?") == "kidney? #3"
+    assert entity_phrase(1, ["liver", "spleen"], answer, query) == "spleen"
