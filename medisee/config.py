@@ -170,6 +170,7 @@ class VisualPromptConfig:
     num_queries: int = 32
     aligner_layers: int = 2
     aligner_heads: int = 8
+    region_features: bool = False  # prompt tokens also carry the CLIP features under the box / point
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -210,7 +210,7 @@ class Predictor:
         prefix = answer_prefix(bundle.config.candidate_tokens)
         tokens = bundle.tokenize([(query, prefix)] * len(prompts))
         embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts))
+                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original)
         hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
         groups = model.find_groups(tokens.input_ids, tokens.answer_start)
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
@@ -223,7 +223,7 @@ class Predictor:
         bundle, model = self.model, self.model.model
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
         embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts))
+                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original)
         eos = bundle.tokenizer.eos_token_id
         ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos)
         groups = model.find_groups(ids)

@@ -137,3 +137,28 @@ def test_info_counts_parameters_of_presets_without_allocating(capsys, monkeypatc
     monkeypatch.setattr("medisee.models.default_model_dir", lambda: tmp_path)  # no bundled weights
     assert main(["info", "--model", "default"]) == 0
     assert "UNTRAINED" in capsys.readouterr().out
+
+
+TWO_STRUCTURES = "Please segment the left lung and right lung in this image."
+
+
+@pytest.mark.slow
+def test_a_box_and_a_question_naming_two_structures_give_two_entities(tmp_path):
+    """The plumbing of several grounded entities: two phrases, two masks, two boxes, two
+    label values. (Whether the names are right is the model card's business.)"""
+    from tests.support.studies import structure_box, write_phantom
+
+    image = write_phantom(11, tmp_path, "ct")
+    box = ",".join(f"{v:g}" for v in structure_box(11, "vertebra", 6))
+    out = tmp_path / "out"
+    assert main(["predict", "--image", str(image), "--query", TWO_STRUCTURES, "--slice", "6", "--box", box,
+                 "--threshold", "0", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    entities = result["entities"]
+    assert len(entities) >= 2 and len({e["phrase"] for e in entities}) == len(entities)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["labels_file"])))
+    for entity in entities:
+        x0, y0, x1, y1 = entity["box"]
+        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and entity["slice"] == 6
+        assert (out / entity["mask_file"]).exists() and entity["pixels"] > 0
+    assert set(np.unique(labels[6])) - {0} <= {e["label"] for e in entities} and len(np.unique(labels[6])) >= 3

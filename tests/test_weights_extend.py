@@ -9,7 +9,6 @@ import torch
 from medisee.builder import build_random
 from medisee.config import VisualPromptConfig, preset
 from medisee.weights import WeightsError, extend_checkpoint, load_checkpoint, save_checkpoint
-from training.config import DataSource, TrainConfig, load_config
 
 PROMPTS = {"embed_dim": 32, "num_queries": 8, "aligner_layers": 1, "aligner_heads": 4}
 NEW = ("prompt_encoder.", "input_aligner.")
@@ -72,36 +71,3 @@ def test_invalid_changes_are_refused(plain_checkpoint):
     # (currently a plain ValueError, not WeightsError: the model is built outside the try in extend_checkpoint)
     with pytest.raises(ValueError, match="aligner_heads"):
         extend_checkpoint(path, {"visual_prompts": {**PROMPTS, "aligner_heads": 5}})
-
-
-def test_model_changes_need_a_checkpoint_init(tmp_path):
-    train = [DataSource(path=tmp_path / "train.jsonl")]
-    changes = {"visual_prompts": {"max_points": 1}}
-    for init in ("preset:tiny", "default"):
-        with pytest.raises(ValueError, match="checkpoint"):
-            TrainConfig(output_dir=tmp_path, train=train, init=init, model_changes=changes)
-    config = TrainConfig(output_dir=tmp_path, train=train, init=f"checkpoint:{tmp_path}", model_changes=changes)
-    assert config.model_changes == changes
-
-
-def test_load_config_accepts_mimo_sources_and_model_changes(tmp_path):
-    (tmp_path / "run.yaml").write_text(
-        "output_dir: out\n"
-        "init: checkpoint:ckpt/medisee\n"
-        "train:\n"
-        "  - {path: data/mimo.jsonl, kind: mimo, weight: 2}\n"
-        "  - data/mlmr.jsonl\n"
-        "model_changes:\n"
-        "  visual_prompts: {max_points: 1, aligner: false}\n"
-    )
-    config = load_config(tmp_path / "run.yaml")
-    assert [s.kind for s in config.train] == ["mimo", "mlmr"]
-    assert config.train[0].path == (tmp_path / "data" / "mimo.jsonl").resolve() and config.train[0].weight == 2.0
-    assert config.init == "checkpoint:" + str((tmp_path / "ckpt" / "medisee").resolve())
-    assert config.model_changes == {"visual_prompts": {"max_points": 1, "aligner": False}}
-    (tmp_path / "bad.yaml").write_text("train:\n  - {path: data/x.jsonl, kind: mimoseg}\n")
-    with pytest.raises(ValueError, match="mlmr, samed2d or mimo"):
-        load_config(tmp_path / "bad.yaml")
-    (tmp_path / "preset.yaml").write_text("train: data/x.jsonl\nmodel_changes: {visual_prompts: {max_points: 1}}\n")
-    with pytest.raises(ValueError, match="checkpoint"):
-        load_config(tmp_path / "preset.yaml")

@@ -22,6 +22,7 @@ class DataSource:
     kind: str = "mlmr"  # "mlmr" (jsonl), "samed2d" (json map) or "mimo" (a jsonl's targets as MIMOSeg perspectives I-IV)
     weight: float = 1.0  # sampling ratio against the other sources
     only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
+    perspectives: tuple[str, ...] | None = None  # kind mimo: keep only these MIMOSeg perspectives (I, II, III, IV)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     raw["train"] = [
         DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
         else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)),
-                        only=s.get("only"))
+                        only=s.get("only"), perspectives=tuple(s["perspectives"]) if s.get("perspectives") else None)
         for s in sources
     ]
     raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))
@@ -110,6 +111,12 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
             raise ValueError(f"{path}: data kind must be mlmr, samed2d or mimo, got {source.kind!r}")
         if source.only not in (None, "absent", "present"):
             raise ValueError(f"{path}: 'only' must be absent or present, got {source.only!r}")
+        if source.perspectives is not None:
+            if source.kind != "mimo":
+                raise ValueError(f"{path}: 'perspectives' applies to kind mimo only")
+            unknown = set(source.perspectives) - {"I", "II", "III", "IV"}
+            if unknown:
+                raise ValueError(f"{path}: unknown perspectives {sorted(unknown)}; choose from I, II, III, IV")
     return TrainConfig(**raw)
 
 

@@ -152,11 +152,16 @@ def read_sources(config: TrainConfig):
             from medisee.data.mimo import instructions
 
             records = instructions(records, "train", random.Random(config.seed))
+            if source.perspectives is not None:
+                records = [r for r in records if r.extra["perspective"] in source.perspectives]
         if source.only is not None:
             records = [r for r in records if r.absent == (source.only == "absent")]
             if not records:
                 raise ValueError(f"{source.path}: no {source.only} records to train on")
+        if not records:
+            raise ValueError(f"{source.path}: no records to train on")
         label = f"{i}:{source.path.name}" + ("" if source.kind == "mlmr" else f":{source.kind}")
+        label += "" if source.perspectives is None else ":" + "+".join(source.perspectives)
         sources[label + ("" if source.only is None else f":{source.only}")] = (records, source.weight)
     return sources
 

@@ -157,10 +157,10 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
 
 def instructions(records: Sequence[Record], split: str, rng: random.Random,
                  candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES) -> list[Record]:
-    """Every perspective for every image: I over all its present targets (and, with three
-    or more, over a random pair too: two named structures is the common request), then II
-    for each target and III and IV for each target the knowledge base knows. Absent targets
-    are skipped."""
+    """Every perspective for every image: I over all its present targets, over a random pair
+    (two named structures is the common request) and over each target alone, then II for
+    each target and III and IV for each target the knowledge base knows. Absent targets are
+    skipped."""
     by_image: dict = {}
     for record in records:
         if not record.absent and record.mask is not None:
@@ -170,6 +170,8 @@ def instructions(records: Sequence[Record], split: str, rng: random.Random,
         out.append(label_guided(targets, rng, candidate_tokens))
         if len(targets) >= 3:
             out.append(label_guided(rng.sample(targets, 2), rng, candidate_tokens))
+        if len(targets) >= 2:
+            out.extend(label_guided([target], rng, candidate_tokens) for target in targets)
         for target in targets:
             out.append(prompt_perceiving(target, rng, candidate_tokens=candidate_tokens))
             if find_structure(target.class_text) is not None:

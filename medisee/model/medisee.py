@@ -117,12 +117,14 @@ class MediSeeModel(nn.Module):
         answer_start: torch.Tensor | None = None,
         referring_boxes: torch.Tensor | None = None,
         referring_points: torch.Tensor | None = None,
+        image_sizes: list[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
         then, with visual prompts configured, the aligner's queries (or the prompt tokens
         without the aligner). ``referring_boxes`` (B, 4) and ``referring_points`` (B, P, 2)
-        are normalised; NaN (or None) means no prompt. The aligner reads only the question:
-        positions before ``answer_start``, outside the image slot."""
+        are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
+        CLIP canvas (square images need none); NaN (or None) means no prompt. The aligner
+        reads only the question: positions before ``answer_start``, outside the image slot."""
         tokens = self.mllm.language_model.get_input_embeddings()(input_ids)
         features = clip
         if self.prompt_encoder is not None:
@@ -131,15 +133,30 @@ class MediSeeModel(nn.Module):
                 referring_boxes = tokens.new_full((batch, 4), float("nan"))
             if referring_points is None:
                 referring_points = tokens.new_full((batch, 0, 2), float("nan"))
-            prompts = self.prompt_encoder(referring_boxes.to(tokens), referring_points.to(tokens))
+            boxes, points = referring_boxes.to(tokens), referring_points.to(tokens)
+            if image_sizes is not None:
+                boxes, points = self._clip_frame(boxes, points, image_sizes)
+            prompts = self.prompt_encoder(boxes, points, clip.to(tokens))
             if self.input_aligner is not None:
                 positions = torch.arange(input_ids.shape[1], device=input_ids.device)
                 question = attention_mask.bool() & ~image_mask
                 if answer_start is not None:
                     question = question & (positions.unsqueeze(0) < answer_start.unsqueeze(1))
-                prompts = self.input_aligner(clip.to(tokens), tokens, question, prompts)
+                grid = self.prompt_encoder.grid_encoding(int(round(clip.shape[1] ** 0.5)))
+                prompts = self.input_aligner(clip.to(tokens), tokens, question, prompts, grid)
             features = torch.cat([clip.to(tokens), prompts], dim=1)
         return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
+
+    def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,
+                    sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        from .preprocess import to_clip_frame
+
+        clip = self.config.clip
+        moved_boxes, moved_points = [], []
+        for row, size in enumerate(sizes):
+            moved_boxes.append(to_clip_frame(boxes[row].view(2, 2), size, clip.image_size, clip.pad_to_square).view(4))
+            moved_points.append(to_clip_frame(points[row], size, clip.image_size, clip.pad_to_square))
+        return torch.stack(moved_boxes), torch.stack(moved_points)
 
     # -- candidate tokens -----------------------------------------------------------------
     def find_groups(self, input_ids: torch.Tensor, start: torch.Tensor | None = None) -> Groups:
@@ -244,7 +261,7 @@ class MediSeeModel(nn.Module):
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         embeds = self.embed_inputs(images.clip[image_index], input_ids, attention_mask, image_mask, answer_start,
-                                   referring_boxes, referring_points)
+                                   referring_boxes, referring_points, [images.original[i] for i in image_index.tolist()])
         hidden = self.mllm.hidden_states(embeds, attention_mask)
         groups = self.find_groups(input_ids, answer_start)
         outputs = self.decode_groups(hidden, groups)

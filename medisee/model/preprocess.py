@@ -82,3 +82,18 @@ def to_rgb_tensor(image_u8) -> torch.Tensor:
     if t.ndim != 3 or t.shape[-1] != 3:
         raise ValueError(f"expected a 2D grayscale or RGB image, got shape {tuple(t.shape)}")
     return t.permute(2, 0, 1).contiguous()
+
+
+def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pad_to_square: bool) -> torch.Tensor:
+    """(..., 2) normalised (x, y) of an (h, w) image -> normalised (x, y) on the CLIP input
+    canvas, following ``clip_preprocess`` (centred padding, or resize + centre crop), so
+    prompts and CLIP patches share one frame."""
+    h, w = original
+    if pad_to_square:
+        side = max(h, w)
+        offset = coords.new_tensor([(side - w) // 2, (side - h) // 2])
+        return (offset + coords * coords.new_tensor([w, h])) / side
+    scale = size / min(h, w)
+    h2, w2 = max(size, round(h * scale)), max(size, round(w * scale))
+    offset = coords.new_tensor([(w2 - size) // 2, (h2 - size) // 2])
+    return (coords * coords.new_tensor([w2, h2]) - offset) / size

@@ -35,13 +35,17 @@ class VisualPromptEncoder(nn.Module):
         self.register_buffer("positional_gaussian", torch.randn(2, config.embed_dim // 2))
         self.type_embeddings = nn.Embedding(4, config.embed_dim)
         self.project = nn.Sequential(nn.Linear(config.embed_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        # what the prompt covers: the mean CLIP feature inside the box, the feature under the point
+        self.region_project = nn.Linear(hidden, hidden) if config.region_features else None
 
     def positional_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) coordinates in [0, 1] -> (..., embed_dim) sines and cosines."""
         projected = (2 * coords - 1) @ self.positional_gaussian.to(coords.dtype) * (2 * math.pi)
         return torch.cat([projected.sin(), projected.cos()], dim=-1)
 
-    def forward(self, boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def forward(self, boxes: torch.Tensor, points: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``image`` (B, N, hidden): the row's CLIP tokens on a square grid, in the frame of
+        the coordinates; needed when the encoder adds region features."""
         batch = boxes.shape[0]
         if boxes.shape != (batch, 4) or points.shape[0] != batch or points.shape[-1] != 2 or points.ndim != 3:
             raise ValueError(f"expected boxes (B, 4) and points (B, P, 2), got {tuple(boxes.shape)} and {tuple(points.shape)}")
@@ -55,7 +59,47 @@ class VisualPromptEncoder(nn.Module):
         types = torch.tensor([BOX_START, BOX_END] + [POINT] * self.max_points, device=coords.device)
         types = torch.where(present, types.expand(batch, -1), torch.full_like(present, NOT_A_PROMPT, dtype=torch.long))
         encoded = self.positional_encoding(torch.nan_to_num(coords, nan=0.5)) * present.unsqueeze(-1)
-        return self.project(encoded + self.type_embeddings(types).to(encoded.dtype))
+        tokens = self.project(encoded + self.type_embeddings(types).to(encoded.dtype))
+        if self.region_project is None:
+            return tokens
+        if image is None:
+            raise ValueError("this prompt encoder adds region features: pass the image tokens")
+        regions = region_features(image.to(tokens), coords.to(tokens), present)
+        return tokens + self.region_project(regions) * present.unsqueeze(-1)
+
+    def grid_encoding(self, side: int) -> torch.Tensor:
+        """(side * side, embed_dim): the positional encoding of a square grid's cell centres,
+        row by row (the order of CLIP's patch tokens)."""
+        centres = (torch.arange(side, device=self.positional_gaussian.device, dtype=torch.float32) + 0.5) / side
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        return self.positional_encoding(torch.stack([xs.flatten(), ys.flatten()], dim=-1))
+
+
+def region_features(image: torch.Tensor, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, 2 + P, hidden): for both box corners the mean of the image tokens whose cell
+    centres lie inside the box (the nearest cell to its centre when none does), for each
+    point the bilinearly sampled token under it; zeros for absent prompts."""
+    batch, count, hidden = image.shape
+    side = int(round(count ** 0.5))
+    if side * side != count:
+        raise ValueError(f"{count} image tokens do not form a square grid")
+    grid = image.transpose(1, 2).reshape(batch, hidden, side, side)
+    safe = torch.nan_to_num(coords, nan=0.5).clamp(0, 1)
+    sampled = nn.functional.grid_sample(grid, (safe[:, None, 2:] * 2 - 1), align_corners=False)  # (B, H, 1, P)
+    points = sampled[:, :, 0].transpose(1, 2)
+    centres = (torch.arange(side, device=image.device, dtype=image.dtype) + 0.5) / side
+    x0, y0, x1, y1 = safe[:, 0, 0], safe[:, 0, 1], safe[:, 1, 0], safe[:, 1, 1]
+    inside_x = (centres >= x0[:, None]) & (centres <= x1[:, None])  # (B, side)
+    inside_y = (centres >= y0[:, None]) & (centres <= y1[:, None])
+    inside = (inside_y[:, :, None] & inside_x[:, None, :]).flatten(1).to(image.dtype)  # (B, N), row-major
+    nearest = torch.zeros_like(inside)
+    cx = ((x0 + x1) / 2 * side).long().clamp(0, side - 1)
+    cy = ((y0 + y1) / 2 * side).long().clamp(0, side - 1)
+    nearest[torch.arange(batch), cy * side + cx] = 1.0
+    weights = torch.where(inside.sum(1, keepdim=True) > 0, inside, nearest)
+    box = (weights.unsqueeze(-1) * image).sum(1) / weights.sum(1, keepdim=True)
+    out = torch.cat([box.unsqueeze(1).expand(-1, 2, -1), points], dim=1)
+    return out * present.unsqueeze(-1).to(out.dtype)
 
 
 class AlignerLayer(nn.Module):
@@ -87,16 +131,21 @@ class InputAligner(nn.Module):
             raise ValueError(f"the LLM width {hidden} is not divisible by aligner_heads={config.aligner_heads}")
         self.queries = nn.Parameter(torch.randn(config.num_queries, hidden) * 0.02)
         self.source_embeddings = nn.Embedding(3, hidden)  # image, text, prompt
+        # the image tokens' grid positions, in the prompt encoder's Fourier basis: lets a
+        # prompt's query find the patches it covers
+        self.image_position_project = nn.Linear(config.embed_dim, hidden)
         self.input_norm = nn.LayerNorm(hidden)
         self.layers = nn.ModuleList(AlignerLayer(hidden, config.aligner_heads) for _ in range(config.aligner_layers))
         self.output_norm = nn.LayerNorm(hidden)
         self.project = nn.Linear(hidden, hidden)  # the linear projection before the LLM
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-        """``text_mask`` (B, T) is True at the question's tokens; the rest is not attended."""
+    def forward(self, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, prompts: torch.Tensor,
+                image_positions: torch.Tensor) -> torch.Tensor:
+        """``text_mask`` (B, T) is True at the question's tokens; the rest is not attended.
+        ``image_positions`` (N, embed_dim): the positional encoding of each image token's centre."""
         batch = image.shape[0]
         sources = torch.cat([
-            image + self.source_embeddings.weight[IMAGE_SOURCE],
+            image + self.source_embeddings.weight[IMAGE_SOURCE] + self.image_position_project(image_positions.to(image)),
             text + self.source_embeddings.weight[TEXT_SOURCE],
             prompts + self.source_embeddings.weight[PROMPT_SOURCE],
         ], dim=1)

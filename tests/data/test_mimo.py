@@ -85,10 +85,13 @@ def test_instructions_cover_all_perspectives(targets, tmp_path):
     liver, ring = targets
     absent = Record(liver.image, None, "spleen", "q", "q", None, absent=True)
     out = mimo.instructions([liver, ring, absent], "train", random.Random(0))
-    assert [r.extra["perspective"] for r in out] == ["I", "II", "III", "IV", "II"]  # no knowledge about polyps
+    # I for both, I for each alone, then II-IV per target (no knowledge about polyps: no III, IV)
+    assert [r.extra["perspective"] for r in out] == ["I", "I", "I", "II", "III", "IV", "II"]
+    assert [len(r.extra.get("targets", [None])) for r in out[:3]] == [2, 1, 1]
+    assert out[1].extra["answer"] == templates.grounded_answer(out[1].explanation) and "liver" in out[1].short
     assert out == mimo.instructions([liver, ring, absent], "train", random.Random(0))
     third = Record(liver.image, liver.mask, "stomach", "q", "q", liver.bbox, source="t:3")
     out = mimo.instructions([liver, ring, third], "train", random.Random(0))
     pairs = [r for r in out if r.extra["perspective"] == "I" and len(r.extra.get("targets", [])) == 2]
-    assert len(pairs) == 1 and len(out[0].extra["targets"]) == 3  # all three, then one named pair
+    assert len(pairs) == 1 and len(out[0].extra["targets"]) == 3  # all three, then one named pair, then each alone
     assert mimo.join_labels(["a", "b", "c"]) == "a, b and c"

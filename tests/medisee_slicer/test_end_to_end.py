@@ -137,3 +137,16 @@ def test_an_empty_query_is_refused_before_anything_is_sent(client):
     with pytest.raises(EmptyQuery) as caught:
         client.infer("ct-a", {"query": "  "})
     assert "question is empty" in caught.value.user_message
+
+
+def test_a_question_naming_two_structures_gives_two_segments_and_rois(client):
+    from tests.support.studies import structure_box
+
+    params = request_params("Please segment the left lung and right lung in this image.", Scope("slice", first=6),
+                            box=structure_box(11, "vertebra", 6), prompt_slice=6, mode="full")
+    result = ask(client, "ct-a", params)
+    assert len(result.segments) >= 2 and len({s.name for s in result.segments}) == len(result.segments)
+    for segment in result.segments:
+        assert segment.slices == [6] and segment.mask[6].any()
+    rois = roi_specs(result, per_slice=True)
+    assert {r.label for r in rois} == {s.label for s in result.segments}

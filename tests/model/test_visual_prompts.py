@@ -3,6 +3,7 @@ fill the LLM's image slot, the "w/o Aligner" ablation, and the predictor's helpe
 tie a drawn prompt to one predicted entity."""
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -106,6 +107,8 @@ def test_aligner_reads_only_the_masked_question_and_the_prompts():
     g = torch.Generator().manual_seed(0)
     image, text, prompts = torch.randn(2, 6, 32, generator=g), torch.randn(2, 7, 32, generator=g), torch.randn(2, 3, 32, generator=g)
     text_mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    grid = torch.randn(6, prompt_config().embed_dim, generator=g)  # the image tokens' positional encodings
+    aligner = functools.partial(aligner, image_positions=grid)
     with torch.no_grad():
         out = aligner(image, text, text_mask, prompts)
         assert out.shape == (2, 5, 32)
@@ -118,10 +121,12 @@ def test_aligner_reads_only_the_masked_question_and_the_prompts():
         assert not torch.allclose(changed[0], out[0])
         torch.testing.assert_close(changed[1], out[1])  # rows are independent
         other_prompts = prompts.clone()
-        other_prompts[1] += 1.0
+        other_prompts[1, 0, :5] += 3.0  # not a constant shift: the input LayerNorm would remove that
         changed = aligner(image, text, text_mask, other_prompts)
         assert not torch.allclose(changed[1], out[1])
         torch.testing.assert_close(changed[0], out[0])
+        moved = aligner(image, text, text_mask, prompts, image_positions=grid.flip(0))
+        assert not torch.allclose(moved, out)  # where each image token lies matters
     with pytest.raises(ValueError, match="aligner_heads"):
         InputAligner(prompt_config(aligner_heads=5), 32)
 
@@ -153,8 +158,9 @@ def test_the_image_slot_holds_clip_features_then_the_aligners_queries(tiny_share
         words = model.mllm.language_model.get_input_embeddings()(tokens.input_ids)
         positions = torch.arange(tokens.input_ids.shape[1])
         question = tokens.attention_mask.bool() & ~tokens.image_mask & (positions < tokens.answer_start[:, None])
-        prompts = model.prompt_encoder(torch.full((2, 4), NAN), torch.full((2, 0, 2), NAN))
-        expected = model.input_aligner(clip, words, question, prompts)
+        prompts = model.prompt_encoder(torch.full((2, 4), NAN), torch.full((2, 0, 2), NAN), clip)
+        side = int(config.clip.num_patches ** 0.5)
+        expected = model.input_aligner(clip, words, question, prompts, model.prompt_encoder.grid_encoding(side))
     assert expected.shape == (2, 16, config.text.hidden_size)
     torch.testing.assert_close(filled[:, n:], expected)
     torch.testing.assert_close(embeds[~tokens.image_mask], words[~tokens.image_mask])
@@ -216,7 +222,7 @@ def test_without_the_aligner_the_prompt_tokens_go_to_the_llm_and_train(tiny_toke
     tokens, clip, embeds = embed(bundle, [(QUERY, ANSWER)], referring_boxes=boxes)
     assert int(tokens.image_mask.sum()) == n + 3
     with torch.no_grad():
-        expected = bundle.model.prompt_encoder(boxes, torch.full((1, 0, 2), NAN))
+        expected = bundle.model.prompt_encoder(boxes, torch.full((1, 0, 2), NAN), clip)
     torch.testing.assert_close(slot(embeds, tokens.image_mask)[:, n:], expected)
 
     image, mask, box = phantom
@@ -349,3 +355,50 @@ def test_entity_phrases_prefer_the_tagged_phrase_then_the_answer_then_the_query(
     assert entity_phrase(1, ["liver"], answer, query) == f"{query[:56]} #2"
     assert entity_phrase(2, ["liver", "spleen"], answer, "kidney?") == "kidney? #3"
     assert entity_phrase(1, ["liver", "spleen"], answer, query) == "spleen"
+
+
+def test_grid_encoding_follows_clip_patch_order_and_prompts_map_onto_the_clip_canvas():
+    from medisee.model.preprocess import to_clip_frame
+
+    encoder = seeded(VisualPromptEncoder, prompt_config())
+    grid = encoder.grid_encoding(4)
+    assert grid.shape == (16, prompt_config().embed_dim)
+    # token 1 is the first row's second cell: centre (0.375, 0.125)
+    torch.testing.assert_close(grid[1], encoder.positional_encoding(torch.tensor([0.375, 0.125])))
+    # a 50 x 100 (h x w) image padded to a 100 x 100 square sits in the middle rows
+    corners = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    torch.testing.assert_close(to_clip_frame(corners, (50, 100), 112, True), torch.tensor([[0.0, 0.25], [1.0, 0.75]]))
+    torch.testing.assert_close(to_clip_frame(corners, (64, 64), 112, True), corners)
+    # resize + centre crop (no padding): the 100-wide image loses 25 px on each side
+    torch.testing.assert_close(to_clip_frame(torch.tensor([[0.25, 0.5]]), (50, 100), 50, False), torch.tensor([[0.0, 0.5]]))
+
+
+def test_region_features_pool_the_box_and_sample_the_point():
+    from medisee.model.visual_prompts import region_features
+
+    image = torch.arange(16.0).view(1, 16, 1).repeat(1, 1, 3)  # a 4x4 grid whose tokens hold their index
+    coords = torch.tensor([[[0.0, 0.0], [0.5, 0.5], [0.875, 0.125]]])  # box over cells 0, 1, 4, 5; point on cell 3
+    out = region_features(image, coords, torch.tensor([[True, True, True]]))
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([2.5, 2.5, 3.0]))
+    tiny_box = torch.tensor([[[0.60, 0.60], [0.61, 0.61], [0.5, 0.5]]])  # covers no cell centre: the nearest cell (10)
+    assert region_features(image, tiny_box, torch.tensor([[True, True, False]]))[0, :, 0].tolist() == [10.0, 10.0, 0.0]
+    with pytest.raises(ValueError, match="square grid"):
+        region_features(torch.zeros(1, 6, 3), coords, torch.tensor([[True, True, True]]))
+
+
+def test_with_region_features_the_prompt_tokens_depend_on_the_image_under_them():
+    config = prompt_config(region_features=True)
+    encoder = seeded(VisualPromptEncoder, config)
+    boxes, points = torch.tensor([[0.0, 0.0, 0.5, 0.5]]), torch.full((1, 0, 2), NAN)
+    image = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = encoder(boxes, points, image)
+        elsewhere = image.clone()
+        elsewhere[0, 15] += 5.0  # a cell outside the box
+        torch.testing.assert_close(encoder(boxes, points, elsewhere), out)
+        under = image.clone()
+        under[0, 0] += 5.0  # a cell inside it
+        assert not torch.allclose(encoder(boxes, points, under)[0, :2], out[0, :2])
+        torch.testing.assert_close(encoder(boxes, points, under)[0, 2], out[0, 2])  # the absent point is unaffected
+    with pytest.raises(ValueError, match="image tokens"):
+        encoder(boxes, points)

@@ -205,3 +205,19 @@ def test_uncertainty_picks_an_unlabelled_study(server):
     chosen = response.json()
     assert chosen["id"] in chosen["scores"] and 0 <= chosen["uncertainty"] <= 1
     assert chosen["uncertainty"] == max(chosen["scores"].values())
+
+
+@pytest.mark.slow
+def test_a_question_naming_two_structures_gives_two_labels(server, tmp_path):
+    from tests.support.studies import structure_box
+
+    params = {"query": "Please segment the left lung and right lung in this image.", "slice": "6", "mode": "full",
+              "box": structure_box(11, "vertebra", 6), "prompt_slice": 6}
+    result, label_file = decode(infer(server.url, "ct-a", params), tmp_path)
+    names = {int(k): v for k, v in result["label_names"].items()}
+    assert len(names) >= 2 and len(set(names.values())) == len(names)
+    assert {e["phrase"] for e in result["entities"]} == set(names.values())
+    labels = read_image(label_file).array
+    assert set(np.unique(labels[6])) - {0} <= set(names) and len(np.unique(labels[6])) >= 3
+    for entity in result["entities"]:
+        assert set(entity["slices"]) == {"6"} and entity["slices"]["6"]["pixels"] > 0

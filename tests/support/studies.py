@@ -51,3 +51,11 @@ def write_study_set(root: Path) -> Path:
     write_phantom(12, root / "studies", "ct-b")
     write_phantom_series(13, root / "dicom" / "ct-c")
     return root
+
+
+def structure_box(seed: int, structure: str, index: int) -> list[float]:
+    """The pixel box ``[x0, y0, x1, y1]`` (x = column) of ``structure`` on axial slice
+    ``index`` of phantom ``seed``: what a radiologist would draw around it."""
+    mask = generate_phantom(seed, shape=SHAPE, spacing=SPACING).masks[structure][index]
+    rows, cols = np.nonzero(mask)
+    return [float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)]

@@ -1,6 +1,6 @@
 import pytest
 
-from training.config import load_config
+from training.config import DataSource, TrainConfig, load_config
 from training.train import deepspeed_config
 
 
@@ -67,3 +67,43 @@ def test_bad_configs_are_clear_errors(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="training config not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_model_changes_need_a_checkpoint_init(tmp_path):
+    train = [DataSource(path=tmp_path / "train.jsonl")]
+    changes = {"visual_prompts": {"max_points": 1}}
+    for init in ("preset:tiny", "default"):
+        with pytest.raises(ValueError, match="checkpoint"):
+            TrainConfig(output_dir=tmp_path, train=train, init=init, model_changes=changes)
+    config = TrainConfig(output_dir=tmp_path, train=train, init=f"checkpoint:{tmp_path}", model_changes=changes)
+    assert config.model_changes == changes
+
+
+def test_load_config_accepts_mimo_sources_and_model_changes(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "output_dir: out\n"
+        "init: checkpoint:ckpt/medisee\n"
+        "train:\n"
+        "  - {path: data/mimo.jsonl, kind: mimo, weight: 2}\n"
+        "  - data/mlmr.jsonl\n"
+        "model_changes:\n"
+        "  visual_prompts: {max_points: 1, aligner: false}\n"
+    )
+    config = load_config(tmp_path / "run.yaml")
+    assert [s.kind for s in config.train] == ["mimo", "mlmr"]
+    assert config.train[0].path == (tmp_path / "data" / "mimo.jsonl").resolve() and config.train[0].weight == 2.0
+    assert config.init == "checkpoint:" + str((tmp_path / "ckpt" / "medisee").resolve())
+    assert config.model_changes == {"visual_prompts": {"max_points": 1, "aligner": False}}
+    (tmp_path / "bad.yaml").write_text("train:\n  - {path: data/x.jsonl, kind: mimoseg}\n")
+    with pytest.raises(ValueError, match="mlmr, samed2d or mimo"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "preset.yaml").write_text("train: data/x.jsonl\nmodel_changes: {visual_prompts: {max_points: 1}}\n")
+    with pytest.raises(ValueError, match="checkpoint"):
+        load_config(tmp_path / "preset.yaml")
+    (tmp_path / "views.yaml").write_text("train:\n  - {path: d.jsonl, kind: mimo, perspectives: [I, IV]}\n")
+    assert load_config(tmp_path / "views.yaml").train[0].perspectives == ("I", "IV")
+    for line, message in (("{path: d.jsonl, kind: mimo, perspectives: [V]}", "unknown perspectives"),
+                          ("{path: d.jsonl, kind: mlmr, perspectives: [I]}", "kind mimo only")):
+        (tmp_path / "bad-views.yaml").write_text(f"train:\n  - {line}\n")
+        with pytest.raises(ValueError, match=message):
+            load_config(tmp_path / "bad-views.yaml")
