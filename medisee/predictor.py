@@ -64,6 +64,12 @@ class PromptInputs:
     box: tuple[float, float, float, float] | None = None
     point: tuple[float, float] | None = None
 
+    def normalised(self, height: int, width: int) -> tuple[tuple[float, ...] | None, tuple[float, float] | None]:
+        """Box and point as fractions of the slice's width and height (what the model reads)."""
+        box = None if self.box is None else (self.box[0] / width, self.box[1] / height, self.box[2] / width, self.box[3] / height)
+        point = None if self.point is None else (self.point[0] / width, self.point[1] / height)
+        return box, point
+
 
 class EmbeddingCache:
     """LRU cache of per-slice image encodings keyed by the slice's pixels."""
@@ -244,12 +250,8 @@ class Predictor:
 
     def _referring(self, encoding: ImageEncoding, prompts: list[PromptInputs]) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows' box and point normalised for the visual prompt encoder (NaN: none)."""
-        boxes, points = [], []
-        for prompt, (height, width) in zip(prompts, encoding.original):
-            boxes.append(None if prompt.box is None else
-                         (prompt.box[0] / width, prompt.box[1] / height, prompt.box[2] / width, prompt.box[3] / height))
-            points.append(None if prompt.point is None else (prompt.point[0] / width, prompt.point[1] / height))
-        return self.model.referring_tensors(boxes, points)
+        boxes, points = zip(*(prompt.normalised(*size) for prompt, size in zip(prompts, encoding.original)))
+        return self.model.referring_tensors(list(boxes), list(points))
 
     def _teacher_forced_probabilities(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T): probability the model gives each token of the sequence (0 at position 0)."""
@@ -320,12 +322,11 @@ class Predictor:
         if any(p.point is not None for p in chosen):
             points = [[[nan, nan]]] * len(chosen)
         for g, row in owners.items():
-            height, width = encoding.original[row]
-            prompt = prompts[row]
-            if prompt.box is not None:
-                boxes[g] = [prompt.box[0] / width, prompt.box[1] / height, prompt.box[2] / width, prompt.box[3] / height]
-            if prompt.point is not None:
-                points[g] = [[prompt.point[0] / width, prompt.point[1] / height]]
+            box, point = prompts[row].normalised(*encoding.original[row])
+            if box is not None:
+                boxes[g] = list(box)
+            if point is not None:
+                points[g] = [list(point)]
         as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=like.dtype, device=like.device)  # noqa: E731
         return as_tensor(boxes), as_tensor(points)
 
@@ -358,16 +359,13 @@ def owner_of_prompt(rows: torch.Tensor, predicted_xyxy: torch.Tensor, prompts: l
             by_row.setdefault(row, []).append(g)
     owners = {}
     for row, groups in by_row.items():
-        height, width = sizes[row]
-        prompt = prompts[row]
+        box, point = prompts[row].normalised(*sizes[row])
 
         def closeness(g: int) -> float:
             x0, y0, x1, y1 = predicted_xyxy[g].tolist()
-            if prompt.box is not None:
-                b = prompt.box
-                return box_iou((x0, y0, x1, y1), (b[0] / width, b[1] / height, b[2] / width, b[3] / height))
-            px, py = prompt.point[0] / width, prompt.point[1] / height
-            return -((px - (x0 + x1) / 2) ** 2 + (py - (y0 + y1) / 2) ** 2)
+            if box is not None:
+                return box_iou((x0, y0, x1, y1), box)
+            return -((point[0] - (x0 + x1) / 2) ** 2 + (point[1] - (y0 + y1) / 2) ** 2)
 
         owners[max(groups, key=closeness)] = row
     return owners
