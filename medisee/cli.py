@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from .commands import convert, demo_data, evaluate, info, predict, sample_study, train
+from .commands import calibrate, convert, demo_data, evaluate, info, predict, sample_study, train
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict, info, convert, train, evaluate, demo_data, sample_study):
+    for module in (predict, info, convert, train, evaluate, calibrate, demo_data, sample_study):
         module.register(commands)
     return parser
 

@@ -155,6 +155,14 @@ class LossWeights:
     box: float = 2.0  # applied to L1 + GIoU
     js: float = 2.0
     mse: float = 1.0
+    # Not in the paper (0 = off): extra CE on each answer's first token, the word that says
+    # whether the target is there at all ("Sure" or "The ... is not visible"). In the plain
+    # CE it is one token of dozens; a model trained from scratch needs it weighed up to learn
+    # presence (the 7B model inherits it from LLaVA-Med).
+    decision: float = 0.0
+    # Not in the paper: BCE of the patch head (``MediSeeConfig.patch_classes``), when the
+    # model has one and a sample knows every structure on its slice.
+    patch: float = 1.0
 
 
 @dataclass
@@ -170,7 +178,9 @@ class VisualPromptConfig:
     num_queries: int = 32
     aligner_layers: int = 2
     aligner_heads: int = 8
-    region_features: bool = False  # prompt tokens also carry the CLIP features under the box / point
+    # ours: the mean CLIP token inside the box and the token under each point join the image
+    # slot as tokens of their own (the LLM reads them as it reads the patches)
+    region_features: bool = False
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -180,7 +190,8 @@ class VisualPromptConfig:
     @property
     def num_slot_tokens(self) -> int:
         """Tokens appended to the image slot of the LLM input."""
-        return self.num_queries if self.aligner else self.num_prompt_tokens
+        region = 1 + self.max_points if self.region_features else 0
+        return (self.num_queries if self.aligner else self.num_prompt_tokens) + region
 
 
 @dataclass
@@ -203,12 +214,18 @@ class MediSeeConfig:
     max_new_tokens: int = 128
     tokenizer: str | None = None  # folder of the tokenizer; relative paths resolve against the checkpoint
     visual_prompts: VisualPromptConfig | None = None  # None: MediSee as released (box/point only prompt SAM)
+    # Not in the paper: structures a patch head learns to find in each image token (what
+    # share of the patch each covers). A CLIP-like encoder trained from scratch gets no
+    # such dense signal from the language loss alone; pretrained towers do not need it.
+    patch_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
             raise ValueError("router_input_order must be a permutation of candidate_tokens")
         if len(set(self.candidate_tokens)) != len(self.candidate_tokens) or len(self.candidate_tokens) < 1:
             raise ValueError("candidate_tokens must be one or more distinct tokens")
+        if len(set(self.patch_classes)) != len(self.patch_classes) or not all(self.patch_classes):
+            raise ValueError("patch_classes must be distinct, non-empty structure names")
 
     @property
     def num_candidates(self) -> int:
@@ -238,7 +255,7 @@ class MediSeeConfig:
             data["lora"] = _build(LoraSettings, data["lora"])
         if data.get("visual_prompts") is not None:
             data["visual_prompts"] = _build(VisualPromptConfig, data["visual_prompts"])
-        for key in ("candidate_tokens", "router_input_order"):
+        for key in ("candidate_tokens", "router_input_order", "patch_classes"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

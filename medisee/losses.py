@@ -1,7 +1,8 @@
 """Training objective: eq. 4 (end-to-end) and eq. 5 (fine-tuning similarity) of the paper.
 
 L = ce * CE + bce * BCE + dice * Dice + box * (L1 + GIoU)  [+ js * JS + mse * MSE]
-with the weights of ``LossWeights`` (CE 1.0, BCE 2.0, Dice 0.5, box 2.0, JS 2.0, MSE 1.0).
+with the weights of ``LossWeights`` (CE 1.0, BCE 2.0, Dice 0.5, box 2.0, JS 2.0, MSE 1.0),
+plus our optional ``decision * CE(first answer token)`` (off by default; see ``LossWeights``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def box_loss(pred_cxcywh: torch.Tensor, target_xyxy: torch.Tensor) -> tuple[torc
     return l1, giou
 
 
+def patch_loss(logits: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """BCE between the patch head's logits and the share of each patch each structure
+    covers (both (N, tokens, classes)); soft targets keep boundaries honest."""
+    return F.binary_cross_entropy_with_logits(logits.float(), coverage.float())
+
+
 def similarity_map(image_states: torch.Tensor, seg_states: torch.Tensor) -> torch.Tensor:
     """Sim(h_img, h_seg): dot products of each image-token state with the seg state,
     scaled by 1/sqrt(H). image_states (G, N, H), seg_states (G, H) -> (G, N)."""
@@ -89,5 +96,6 @@ def combine(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tenso
     factors = {
         "ce": weights.ce, "bce": weights.bce, "dice": weights.dice,
         "l1": weights.box, "giou": weights.box, "js": weights.js, "mse": weights.mse,
+        "decision": weights.decision, "patch": weights.patch,
     }
     return sum(factors[name] * value for name, value in terms.items())

@@ -188,7 +188,8 @@ CLIP_PREFIX = "mllm.vision_tower."
 LLM_PREFIX = "mllm.language_model."
 PROJECTOR_PREFIX = "mllm.mm_projector."
 HEAD_PREFIXES = ("text_hidden_fcs.", "bbox_decoder.", "router_seg.", "router_box.",
-                 "prompt_encoder.", "input_aligner.")  # the last two: MIMO's modules, absent from MediSee's release
+                 "prompt_encoder.", "input_aligner.",  # MIMO's modules, absent from MediSee's release
+                 "patch_head.")  # ours, absent too
 
 _SAM_RENAMES = [
     ("patch_embed.projection", "patch_embed.proj"),

@@ -13,7 +13,9 @@
 4. Stage 4, fine-tuning with the similarity loss (eq. 5).
 5. Stage 5, MIMO: the visual prompt encoder and input aligner are added; the four MIMOSeg
    perspectives are mixed with the MediSee data.
-6. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
+6. The score threshold of stages 4 and 5 is chosen on the validation split
+   (``training.calibrate``: the lowest at which 85% of its absent targets get no entity).
+7. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
    single-entity baseline) and stage 5; with ``--install`` the model is copied to
    ``medisee/assets/default-model`` (the model the CLI and server use by default) and its
    results are written into docs/MODEL_CARD.md.
@@ -27,9 +29,9 @@ import json
 import logging
 from pathlib import Path
 
-
-from .checkpoints import read_state
 from . import model_card
+from .calibrate import calibrate
+from .checkpoints import read_state
 from .config import load_config
 from .train import run
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
     baseline = load_config(ROOT / "training" / "configs" / BASELINE_STAGE).output_dir / "model"
+    for model_dir in (baseline, final):  # both thresholds chosen the same way, on the validation split
+        calibrate(model_dir, data / "val.jsonl")
     before = evaluate_test_split(baseline, data / "test.jsonl", args.runs / "eval-test-stage4")
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
     mimo = evaluate_mimo_split(final, data / "test.jsonl", args.runs / "eval-test")
@@ -88,11 +92,12 @@ def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None
         "test_metrics": model_card.headline(metrics),
         "test_mimo_metrics": mimo and {"perspectives": mimo["perspectives"], "prompt_naming": mimo["prompt_naming"]},
     }
-    save_checkpoint(load_checkpoint(model_dir, dtype=torch.bfloat16), target, metadata=meta)
+    bundle = load_checkpoint(model_dir, dtype=torch.bfloat16)
+    save_checkpoint(bundle, target, metadata=meta)
     manifest = json.loads((data / "manifest.json").read_text())
     card = ROOT / "docs" / "MODEL_CARD.md"
     card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install", mimo=mimo,
-                                      before=before))
+                                      before=before, threshold=bundle.config.score_threshold))
     log.info("installed the default model in %s; results in %s", target, card)
     return target
 

@@ -176,7 +176,7 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from medisee.data.loader import group_by_image, image_targets, to_training_sample
+    from medisee.data.loader import group_by_image, image_targets, slice_key, slice_structures, to_training_sample
     from medisee.data.mixing import MixedSampler
     from medisee.weights import save_checkpoint
 
@@ -213,6 +213,7 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     history = state.history if state else []
 
     units = {k: group_by_image(v[0]) if config.phase == "segmentation" else v[0] for k, v in sources.items()}
+    structures = slice_structures(all_records) if bundle.model.patch_head is not None else {}
     sampler = MixedSampler(units, {k: v[1] for k, v in sources.items()}, seed=config.seed + rank)
     per_step = config.batch_size * config.grad_accumulation
     for _ in range(start * per_step):  # replay the draws of the completed steps
@@ -236,7 +237,8 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
                 images, masks, boxes = zip(*(image_targets(group) for group in drawn))
                 terms = bundle.segmentation_loss(list(images), list(masks), list(boxes), weights, config.box_jitter, generator)
             else:
-                samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune")
+                samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune",
+                                              structures=structures.get(slice_key(r)))
                            for r in drawn]
                 terms = bundle.loss(samples, weights, config.gt_box_prompts, generator)
             engine.backward(terms["total"])

@@ -37,6 +37,7 @@ def components(model: MediSeeModel) -> list[tuple[str, torch.nn.Module]]:
         ("SAM mask decoder", model.mask_head.sam.mask_decoder),
         *([("visual prompt encoder (MIMO)", model.prompt_encoder)] if model.prompt_encoder is not None else []),
         *([("input aligner (MIMO)", model.input_aligner)] if model.input_aligner is not None else []),
+        *([("patch head (training only)", model.patch_head)] if model.patch_head is not None else []),
     ]
 
 
@@ -54,7 +55,11 @@ def describe(config: MediSeeConfig, model: MediSeeModel, title: str) -> str:
     lines.append("  visual prompts: none (a box/point only prompts the mask head)" if v is None else
                  f"  visual prompts: box + {v.max_points} point(s), "
                  + (f"aligner with {v.num_queries} queries x {v.aligner_layers} layers" if v.aligner else "no aligner")
+                 + (", region tokens" if v.region_features else "")
                  + f" -> {v.num_slot_tokens} extra image-slot tokens")
+    if config.patch_classes:
+        lines.append(f"  patch head: {len(config.patch_classes)} structures ({', '.join(config.patch_classes)})")
+    lines.append(f"  score threshold: {config.score_threshold:g} (below it no entity is reported)")
     lines.append(f"  candidate tokens: {' '.join(config.candidate_tokens)} (routers see {' '.join(config.router_input_order)})")
     lines.append(f"  {'component':34s} {'parameters':>15s} {'trainable':>15s}")
     for name, module in components(model):

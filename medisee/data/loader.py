@@ -80,12 +80,33 @@ def _cached_image(image: str, window, index, source: str) -> np.ndarray:
     return load_image(Record(Path(image), None, "", "", "", None, source=source, extra=extra))
 
 
+@lru_cache(maxsize=16384)
+def _cached_mask(path: str, index, source: str) -> np.ndarray:
+    return load_mask(Record(Path(path), Path(path), "", "", "", None, source=source, extra={"slice": index}))
+
+
+def slice_key(record: Record) -> tuple[str, object]:
+    """What identifies a record's slice: its image (and the slice index of a volume)."""
+    return str(record.image), record.extra.get("slice")
+
+
+def slice_structures(records: list[Record]) -> dict[tuple[str, object], dict[str, str]]:
+    """For each slice, every structure a single-target record marks on it (name -> mask
+    path): what the patch head learns from. Structures without a record count as absent."""
+    out: dict[tuple[str, object], dict[str, str]] = {}
+    for record in records:
+        if not record.absent and record.mask is not None and not record.extra.get("targets"):
+            out.setdefault(slice_key(record), {})[record.class_text] = str(record.mask)
+    return out
+
+
 def to_training_sample(
     record: Record,
     rng: random.Random,
     query_kind: str = "any",
     with_plain_query: bool = False,
     instruction_probability: float = 0.5,
+    structures: dict[str, str] | None = None,
 ) -> TrainingSample:
     """One supervised conversation from a record.
 
@@ -94,8 +115,13 @@ def to_training_sample(
     respond with segmentation mask and location bounding box, and explain why."), so the
     model learns both the bare question a radiologist types and the instructed form.
     Multi-target instructions carry ``extra["targets"]`` and their answer in ``extra["answer"]``;
-    visual-prompt instructions carry ``extra["prompt_box"]`` or ``extra["prompt_point"]``."""
+    visual-prompt instructions carry ``extra["prompt_box"]`` or ``extra["prompt_point"]``.
+    ``structures`` (name -> mask path, from ``slice_structures``) gives the sample every
+    structure on its slice, for the patch head."""
     image = _cached_image(str(record.image), _window(record), record.extra.get("slice"), record.source)
+    on_slice = None
+    if structures is not None:
+        on_slice = {name: _cached_mask(path, record.extra.get("slice"), record.source) for name, path in structures.items()}
     kind = rng.choice(("short", "long")) if query_kind == "any" else query_kind
     query = getattr(record, kind)
     if rng.random() < instruction_probability:
@@ -103,7 +129,8 @@ def to_training_sample(
     height, width = image.shape[:2]
     if record.absent or record.mask is None:
         answer = templates.absent_answer(record.class_text, record.explanation)
-        return TrainingSample(image, query, answer, np.zeros((0, height, width), np.uint8), np.zeros((0, 4), np.float32))
+        return TrainingSample(image, query, answer, np.zeros((0, height, width), np.uint8), np.zeros((0, 4), np.float32),
+                              structures=on_slice)
     targets = record.extra.get("targets") or [{"mask": record.mask, "bbox": record.bbox}]
     masks, boxes = [], []
     for target in targets:
@@ -119,7 +146,8 @@ def to_training_sample(
         plain = queries.label_query(record.class_text, rng)
     return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain,
                           referring_box=tuple(referring_box) if referring_box else None,
-                          referring_point=tuple(referring_point) if referring_point else None)
+                          referring_point=tuple(referring_point) if referring_point else None,
+                          structures=on_slice)
 
 
 def group_by_image(records: list[Record]) -> list[list[Record]]:

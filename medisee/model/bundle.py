@@ -16,7 +16,7 @@ from ..config import LossWeights, MediSeeConfig
 from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
 from ..tokenizer import candidate_token_ids
 from .medisee import ImageEncoding, MediSeeModel
-from .preprocess import clip_preprocess, sam_preprocess, to_rgb_tensor
+from .preprocess import clip_patch_coverage, clip_preprocess, sam_preprocess, to_rgb_tensor
 
 
 @dataclass
@@ -44,6 +44,7 @@ class TrainingSample:
     plain_query: str | None = None
     referring_box: tuple[float, float, float, float] | None = None  # normalised xyxy drawn with the query
     referring_point: tuple[float, float] | None = None  # normalised (x, y) clicked with the query
+    structures: dict[str, np.ndarray] | None = None  # every structure on the slice (name -> mask), for the patch head
 
 
 class MediSee:
@@ -125,6 +126,12 @@ class MediSee:
                          answer_start=tokens.answer_start, prompt_boxes=prompt_boxes,
                          referring_boxes=referring_boxes, referring_points=referring_points)
         terms = self._supervised_terms(fwd, tokens, samples)
+        if (weights or self.config.loss).decision > 0:
+            terms["decision"] = self._decision_term(fwd, tokens)
+        if self.model.patch_head is not None and (weights or self.config.loss).patch > 0:
+            known = [i for i, s in enumerate(samples) if s.structures is not None]
+            if known:
+                terms["patch"] = self._patch_term(images, [samples[i] for i in known], known)
         paired = [i for i, s in enumerate(samples) if s.plain_query and len(s.masks)]
         if paired:
             terms.update(self._similarity_terms(fwd, tokens, images, samples, paired))
@@ -182,6 +189,28 @@ class MediSee:
             terms["dice"] = torch.stack([losses.mask_dice_loss(p[None], t[None]) for p, t in zip(outputs.mask_logits, gt_masks)]).mean()
             terms["l1"], terms["giou"] = losses.box_loss(outputs.boxes, torch.stack(gt_boxes))
         return terms
+
+    def _decision_term(self, fwd, tokens: TokenBatch) -> torch.Tensor:
+        """CE of each row's first answer token (present or not), predicted from the state
+        just before it."""
+        rows = torch.arange(len(tokens.answer_start), device=fwd.hidden.device)
+        start = tokens.answer_start.to(fwd.hidden.device)
+        logits = self.model.mllm.logits(fwd.hidden[rows, start - 1])
+        return losses.text_ce_loss(logits, tokens.input_ids[rows, start])
+
+    def _patch_term(self, images: ImageEncoding, samples: list[TrainingSample], rows: list[int]) -> torch.Tensor:
+        """BCE of the patch head against the share of each CLIP patch each known structure
+        covers (structures not on the slice: zero everywhere)."""
+        clip, classes = self.config.clip, self.config.patch_classes
+        grid = clip.image_size // clip.patch_size
+        targets = torch.zeros(len(samples), grid * grid, len(classes))
+        for row, sample in enumerate(samples):
+            names = [name for name in sample.structures if name in classes]
+            if names:
+                masks = torch.as_tensor(np.stack([sample.structures[name] for name in names]))
+                targets[row][:, [classes.index(name) for name in names]] = clip_patch_coverage(masks, grid, clip.pad_to_square)
+        logits = self.model.patch_head(images.clip[torch.tensor(rows, device=images.clip.device)])
+        return losses.patch_loss(logits, targets.to(logits.device))
 
     def _group_targets(self, groups, samples: list[TrainingSample]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Ground truth in group order (rows ascending, then occurrence in the answer)."""

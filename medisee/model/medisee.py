@@ -81,6 +81,11 @@ class MediSeeModel(nn.Module):
         prompts = config.visual_prompts
         self.prompt_encoder = VisualPromptEncoder(prompts, hidden) if prompts is not None else None
         self.input_aligner = InputAligner(prompts, hidden) if prompts is not None and prompts.aligner else None
+        # training-only: which structures each image token covers (``config.patch_classes``)
+        self.patch_head = (
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, len(config.patch_classes)))
+            if config.patch_classes else None
+        )
         if config.lora is not None:
             from .trainable import inject_lora
 
@@ -121,7 +126,8 @@ class MediSeeModel(nn.Module):
     ) -> torch.Tensor:
         """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
         then, with visual prompts configured, the aligner's queries (or the prompt tokens
-        without the aligner). ``referring_boxes`` (B, 4) and ``referring_points`` (B, P, 2)
+        without the aligner), then with ``region_features`` what the box and point cover
+        (CLIP tokens, so the LLM reads them as it reads the patches). ``referring_boxes`` (B, 4) and ``referring_points`` (B, P, 2)
         are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
         CLIP canvas (square images need none); NaN (or None) means no prompt. The aligner
         reads only the question: positions before ``answer_start``, outside the image slot."""
@@ -136,7 +142,7 @@ class MediSeeModel(nn.Module):
             boxes, points = referring_boxes.to(tokens), referring_points.to(tokens)
             if image_sizes is not None:
                 boxes, points = self._clip_frame(boxes, points, image_sizes)
-            prompts = self.prompt_encoder(boxes, points, clip.to(tokens))
+            prompts = self.prompt_encoder(boxes, points)
             if self.input_aligner is not None:
                 positions = torch.arange(input_ids.shape[1], device=input_ids.device)
                 question = attention_mask.bool() & ~image_mask
@@ -144,7 +150,10 @@ class MediSeeModel(nn.Module):
                     question = question & (positions.unsqueeze(0) < answer_start.unsqueeze(1))
                 grid = self.prompt_encoder.grid_encoding(int(round(clip.shape[1] ** 0.5)))
                 prompts = self.input_aligner(clip.to(tokens), tokens, question, prompts, grid)
-            features = torch.cat([clip.to(tokens), prompts], dim=1)
+            parts = [clip.to(tokens), prompts]
+            if self.config.visual_prompts.region_features:
+                parts.append(self.prompt_encoder.region_tokens(boxes, points, clip.to(tokens)))
+            features = torch.cat(parts, dim=1)
         return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
 
     def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,

@@ -97,3 +97,20 @@ def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pa
     h2, w2 = max(size, round(h * scale)), max(size, round(w * scale))
     offset = coords.new_tensor([(w2 - size) // 2, (h2 - size) // 2])
     return (coords * coords.new_tensor([w2, h2]) - offset) / size
+
+
+def clip_patch_coverage(masks: torch.Tensor, grid: int, pad_to_square: bool) -> torch.Tensor:
+    """(K, h, w) masks -> (grid * grid, K): the share of each CLIP patch (row by row) that
+    each mask covers, on the canvas ``clip_preprocess`` makes (centred padding, or the
+    centred square the resize + crop keeps)."""
+    x = masks.float().unsqueeze(0)
+    _, _, h, w = x.shape
+    if pad_to_square:
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        x = F.pad(x, (left, side - w - left, top, side - h - top))
+    else:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, :, top : top + side, left : left + side]
+    return F.adaptive_avg_pool2d(x, grid)[0].flatten(1).T

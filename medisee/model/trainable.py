@@ -19,6 +19,7 @@ FULLY_TRAINED = (
     "router_box.",
     "prompt_encoder.",  # MIMO trains the visual prompt encoder and the input aligner
     "input_aligner.",
+    "patch_head.",  # ours: the auxiliary patch head of models whose CLIP-like encoder trains from scratch
 )
 
 

@@ -35,17 +35,28 @@ class VisualPromptEncoder(nn.Module):
         self.register_buffer("positional_gaussian", torch.randn(2, config.embed_dim // 2))
         self.type_embeddings = nn.Embedding(4, config.embed_dim)
         self.project = nn.Sequential(nn.Linear(config.embed_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        # what the prompt covers: the mean CLIP feature inside the box, the feature under the point
-        self.region_project = nn.Linear(hidden, hidden) if config.region_features else None
 
     def positional_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) coordinates in [0, 1] -> (..., embed_dim) sines and cosines."""
         projected = (2 * coords - 1) @ self.positional_gaussian.to(coords.dtype) * (2 * math.pi)
         return torch.cat([projected.sin(), projected.cos()], dim=-1)
 
-    def forward(self, boxes: torch.Tensor, points: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        """``image`` (B, N, hidden): the row's CLIP tokens on a square grid, in the frame of
-        the coordinates; needed when the encoder adds region features."""
+    def forward(self, boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        coords, present = self._coords(boxes, points)
+        batch = coords.shape[0]
+        types = torch.tensor([BOX_START, BOX_END] + [POINT] * self.max_points, device=coords.device)
+        types = torch.where(present, types.expand(batch, -1), torch.full_like(present, NOT_A_PROMPT, dtype=torch.long))
+        encoded = self.positional_encoding(torch.nan_to_num(coords, nan=0.5)) * present.unsqueeze(-1)
+        return self.project(encoded + self.type_embeddings(types).to(encoded.dtype))
+
+    def region_tokens(self, boxes: torch.Tensor, points: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, hidden): what the prompt covers, read from ``image`` (B, N, hidden),
+        the row's CLIP tokens on a square grid in the frame of the coordinates."""
+        coords, present = self._coords(boxes, points)
+        return region_features(image, coords, present)
+
+    def _coords(self, boxes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2 + P, 2) corners then points, padded to ``max_points`` with NaN, and where they are given."""
         batch = boxes.shape[0]
         if boxes.shape != (batch, 4) or points.shape[0] != batch or points.shape[-1] != 2 or points.ndim != 3:
             raise ValueError(f"expected boxes (B, 4) and points (B, P, 2), got {tuple(boxes.shape)} and {tuple(points.shape)}")
@@ -54,18 +65,8 @@ class VisualPromptEncoder(nn.Module):
         if points.shape[1] < self.max_points:
             padding = points.new_full((batch, self.max_points - points.shape[1], 2), float("nan"))
             points = torch.cat([points, padding], dim=1)
-        coords = torch.cat([boxes.reshape(batch, 2, 2), points], dim=1)  # (B, 2 + P, 2)
-        present = ~torch.isnan(coords).any(-1)
-        types = torch.tensor([BOX_START, BOX_END] + [POINT] * self.max_points, device=coords.device)
-        types = torch.where(present, types.expand(batch, -1), torch.full_like(present, NOT_A_PROMPT, dtype=torch.long))
-        encoded = self.positional_encoding(torch.nan_to_num(coords, nan=0.5)) * present.unsqueeze(-1)
-        tokens = self.project(encoded + self.type_embeddings(types).to(encoded.dtype))
-        if self.region_project is None:
-            return tokens
-        if image is None:
-            raise ValueError("this prompt encoder adds region features: pass the image tokens")
-        regions = region_features(image.to(tokens), coords.to(tokens), present)
-        return tokens + self.region_project(regions) * present.unsqueeze(-1)
+        coords = torch.cat([boxes.reshape(batch, 2, 2), points], dim=1)
+        return coords, ~torch.isnan(coords).any(-1)
 
     def grid_encoding(self, side: int) -> torch.Tensor:
         """(side * side, embed_dim): the positional encoding of a square grid's cell centres,
@@ -76,9 +77,9 @@ class VisualPromptEncoder(nn.Module):
 
 
 def region_features(image: torch.Tensor, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """(B, 2 + P, hidden): for both box corners the mean of the image tokens whose cell
-    centres lie inside the box (the nearest cell to its centre when none does), for each
-    point the bilinearly sampled token under it; zeros for absent prompts."""
+    """(B, 1 + P, hidden) from (B, 2 + P, 2) corners and points: for the box the mean of the
+    image tokens whose cell centres lie inside it (the nearest cell to its centre when none
+    does), for each point the bilinearly sampled token under it; zeros for absent prompts."""
     batch, count, hidden = image.shape
     side = int(round(count ** 0.5))
     if side * side != count:
@@ -98,8 +99,9 @@ def region_features(image: torch.Tensor, coords: torch.Tensor, present: torch.Te
     nearest[torch.arange(batch), cy * side + cx] = 1.0
     weights = torch.where(inside.sum(1, keepdim=True) > 0, inside, nearest)
     box = (weights.unsqueeze(-1) * image).sum(1) / weights.sum(1, keepdim=True)
-    out = torch.cat([box.unsqueeze(1).expand(-1, 2, -1), points], dim=1)
-    return out * present.unsqueeze(-1).to(out.dtype)
+    out = torch.cat([box.unsqueeze(1), points], dim=1)
+    given = torch.cat([present[:, :2].all(1, keepdim=True), present[:, 2:]], dim=1)
+    return out * given.unsqueeze(-1).to(out.dtype)
 
 
 class AlignerLayer(nn.Module):
@@ -131,6 +133,9 @@ class InputAligner(nn.Module):
             raise ValueError(f"the LLM width {hidden} is not divisible by aligner_heads={config.aligner_heads}")
         self.queries = nn.Parameter(torch.randn(config.num_queries, hidden) * 0.02)
         self.source_embeddings = nn.Embedding(3, hidden)  # image, text, prompt
+        # the image tokens are normalised before their grid positions are added: CLIP
+        # features run to norms in the hundreds and would drown the position otherwise
+        self.image_norm = nn.LayerNorm(hidden)
         # the image tokens' grid positions, in the prompt encoder's Fourier basis: lets a
         # prompt's query find the patches it covers
         self.image_position_project = nn.Linear(config.embed_dim, hidden)
@@ -145,7 +150,8 @@ class InputAligner(nn.Module):
         ``image_positions`` (N, embed_dim): the positional encoding of each image token's centre."""
         batch = image.shape[0]
         sources = torch.cat([
-            image + self.source_embeddings.weight[IMAGE_SOURCE] + self.image_position_project(image_positions.to(image)),
+            self.image_norm(image) + self.source_embeddings.weight[IMAGE_SOURCE]
+            + self.image_position_project(image_positions.to(image)),
             text + self.source_embeddings.weight[TEXT_SOURCE],
             prompts + self.source_embeddings.weight[PROMPT_SOURCE],
         ], dim=1)

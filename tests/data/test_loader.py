@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from medisee.conversation import answer_prefix, parse_answer
-from medisee.data.loader import to_training_sample
+from medisee.data.loader import slice_key, slice_structures, to_training_sample
 from medisee.data.records import Record
 from medisee.data.templates import grouped_answer
 
@@ -43,3 +43,21 @@ def test_present_absent_and_multi_target_records_become_training_samples(tmp_pat
     sample = to_training_sample(multi, random.Random(0), "short")
     assert sample.answer == answer and parse_answer(answer, TOKENS).phrases == ["liver", "spleen"]
     assert sample.masks.shape == (2, 32, 40) and sample.masks[1].sum() == 100
+
+
+def test_every_structure_on_the_slice_reaches_the_sample_for_the_patch_head(tmp_path):
+    image, liver, bbox = _files(tmp_path, "liver", (2, 3, 12, 20))
+    _, spleen, bbox2 = _files(tmp_path, "spleen", (25, 5, 35, 15))
+    records = [
+        Record(image, liver, "liver", "l?", "s?", bbox, "."),
+        Record(image, spleen, "spleen", "l?", "s?", bbox2, "."),
+        Record(image, None, "heart", "l?", "s?", None, ".", absent=True),
+        Record(image, liver, "liver and spleen", "l?", "s?", bbox, "", extra={"targets": [{"mask": str(liver), "bbox": bbox}]}),
+        Record(tmp_path / "other.png", liver, "stomach", "l?", "s?", bbox, "."),
+    ]
+    index = slice_structures(records)
+    assert index[slice_key(records[0])] == {"liver": str(liver), "spleen": str(spleen)}  # absent and multi-target left out
+    assert set(index) == {slice_key(records[0]), slice_key(records[4])}
+    sample = to_training_sample(records[2], random.Random(0), structures=index[slice_key(records[2])])
+    assert sorted(sample.structures) == ["liver", "spleen"] and sample.structures["spleen"].sum() == 100
+    assert to_training_sample(records[0], random.Random(0)).structures is None  # not asked for: unknown

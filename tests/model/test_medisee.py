@@ -1,11 +1,18 @@
 """The composed model: component shapes, candidate-state selection, trainable sets and
 that the full objective can be minimised."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
+from medisee.builder import build_random
+from medisee.config import preset
+from medisee.losses import combine
 from medisee.model import TrainingSample
+from medisee.model.preprocess import clip_patch_coverage
 from medisee.model.trainable import FULLY_TRAINED, configure_trainable, train_only
 
 QUERY = "which organ filters the blood?"
@@ -112,6 +119,57 @@ def test_loss_terms_and_degenerate_target_boxes_keep_gradients(tiny, phantom):
     terms["total"].backward()
     grad = tiny.model.bbox_decoder.layers[-1].weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_decision_term_is_the_cross_entropy_of_the_first_answer_token(tiny_shared, phantom):
+    """Off by default (the paper's objective); when weighted it is the CE of "Sure" vs the
+    absent answer's first word, computed from the state just before it."""
+    bundle = tiny_shared
+    image, mask, box = phantom
+    absent = TrainingSample(image, QUERY, "No, the kidney is not visible in this image.", mask[:0], box[None][:0])
+    present = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
+    with torch.no_grad():
+        assert "decision" not in bundle.loss([present, absent])
+        weights = dataclasses.replace(bundle.config.loss, decision=3.0)
+        terms = bundle.loss([present, absent], weights)
+        tokens = bundle.tokenize([(QUERY, ANSWER), (QUERY, absent.answer)])
+        enc = bundle.encode_images([image, image])
+        fwd = bundle.model(enc, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                           answer_start=tokens.answer_start)
+    expected = []
+    for row, start in enumerate(tokens.answer_start.tolist()):
+        logits = bundle.model.mllm.logits(fwd.hidden[row, start - 1])
+        expected.append(F.cross_entropy(logits[None].float(), tokens.input_ids[row, start][None]))
+    torch.testing.assert_close(terms["decision"], torch.stack(expected).mean())
+    first_words = {bundle.tokenizer.decode([int(tokens.input_ids[r, s])]).strip() for r, s in enumerate(tokens.answer_start.tolist())}
+    assert len(first_words) == 2  # "Sure" and "No": the decision, not a shared template word
+    without = {k: v for k, v in terms.items() if k not in ("total", "decision")}
+    torch.testing.assert_close(terms["total"], combine(without, weights) + 3.0 * terms["decision"])
+
+
+def test_patch_head_learns_which_structures_cover_each_clip_patch(tiny_tokenizer, tiny_shared, phantom):
+    """Models with ``patch_classes`` get a patch head on the projected CLIP tokens; samples
+    that know every structure on their slice add its BCE against the patches' coverage."""
+    config = dataclasses.replace(preset("tiny"), patch_classes=("kidney", "liver"))
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    image, mask, box = phantom
+    known = TrainingSample(image, QUERY, ANSWER, mask[None], box[None], structures={"kidney": mask, "aorta": mask})
+    unknown = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
+    with torch.no_grad():
+        terms = bundle.loss([unknown, known])
+        clip = bundle.encode_images([image]).clip
+    grid = config.clip.image_size // config.clip.patch_size
+    coverage = torch.zeros(grid * grid, 2)
+    coverage[:, :1] = clip_patch_coverage(torch.as_tensor(mask)[None], grid, config.clip.pad_to_square)  # aorta: not a class
+    assert 0 < coverage.sum() < grid * grid and coverage[:, 1].sum() == 0  # the liver is absent: zero everywhere
+    expected = F.binary_cross_entropy_with_logits(bundle.model.patch_head(clip[0]), coverage)
+    torch.testing.assert_close(terms["patch"], expected)
+    with torch.no_grad():
+        assert "patch" not in bundle.loss([unknown])
+        assert "patch" not in bundle.loss([known], dataclasses.replace(config.loss, patch=0.0))
+        assert tiny_shared.model.patch_head is None and "patch" not in tiny_shared.loss([known])  # the preset has none
+    with pytest.raises(ValueError, match="patch_classes"):
+        dataclasses.replace(preset("tiny"), patch_classes=("liver", "liver"))
 
 
 def test_a_mismatch_between_answer_groups_and_masks_is_reported(tiny, phantom):

@@ -29,3 +29,16 @@ def test_postprocess_crops_padding_before_resizing_to_the_original():
     out = postprocess_masks(low, 64, resized=(32, 64), original=(50, 100))
     assert out.shape == (1, 50, 100)
     assert (out[0, 5:45] > 0).all()
+
+
+def test_patch_coverage_follows_the_clip_canvas():
+    from medisee.model.preprocess import clip_patch_coverage
+
+    mask = torch.zeros(1, 4, 8)
+    mask[0, :, :2] = 1  # the left quarter of a wide image
+    # padded to 8x8 (2 rows above and below), 2x2 grid: the top-left cell holds rows 0-3 of which 2-3 are image
+    torch.testing.assert_close(clip_patch_coverage(mask, 2, True), torch.tensor([[0.25], [0.0], [0.25], [0.0]]))
+    # resize + centre crop keeps the middle 4x4 (columns 2-5): the mask lies outside it
+    assert clip_patch_coverage(mask, 2, False).sum() == 0
+    two = torch.stack([mask[0], 1 - mask[0]])
+    torch.testing.assert_close(clip_patch_coverage(two, 4, True).sum(1)[4:12], torch.ones(8))  # shares add up inside the image
