@@ -218,6 +218,12 @@ class MediSeeConfig:
     # share of the patch each covers). A CLIP-like encoder trained from scratch gets no
     # such dense signal from the language loss alone; pretrained towers do not need it.
     patch_classes: tuple[str, ...] = ()
+    # Ours, needs ``patch_classes``: the image slot ends with "visual tags", one token per
+    # patch class (the embedding of its name, scaled by the patch head's highest probability
+    # for it on the slice) and, with visual prompts, one per box/point (the names weighed by
+    # the head's probabilities inside the box / under the point): what the slice and the
+    # prompt show, in words the language model already reads.
+    visual_tags: bool = False
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -226,6 +232,8 @@ class MediSeeConfig:
             raise ValueError("candidate_tokens must be one or more distinct tokens")
         if len(set(self.patch_classes)) != len(self.patch_classes) or not all(self.patch_classes):
             raise ValueError("patch_classes must be distinct, non-empty structure names")
+        if self.visual_tags and not self.patch_classes:
+            raise ValueError("visual_tags needs patch_classes (the patch head that tags the image)")
 
     @property
     def num_candidates(self) -> int:
@@ -235,7 +243,15 @@ class MediSeeConfig:
     def num_image_slot_tokens(self) -> int:
         """LLM input positions of the image slot: CLIP patches, then any visual-prompt tokens."""
         extra = self.visual_prompts.num_slot_tokens if self.visual_prompts is not None else 0
-        return self.clip.num_patches + extra
+        return self.clip.num_patches + extra + self.num_tag_tokens
+
+    @property
+    def num_tag_tokens(self) -> int:
+        """Visual tags at the end of the image slot: one per patch class, one per prompt."""
+        if not self.visual_tags:
+            return 0
+        prompts = 1 + self.visual_prompts.max_points if self.visual_prompts is not None else 0
+        return len(self.patch_classes) + prompts
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -59,6 +59,9 @@ class MediSee:
         self.model = model if model is not None else MediSeeModel(config, ids)
         if self.model.candidate_token_ids != ids:
             raise ValueError(f"model candidate ids {self.model.candidate_token_ids} != tokenizer ids {ids}")
+        if config.visual_tags:
+            words = [*config.patch_classes, "No"]
+            self.model.set_tag_words([tokenizer(w, add_special_tokens=False)["input_ids"] for w in words])
         self.prompts = PromptEncoder(tokenizer, config.num_image_slot_tokens, placeholder_id=tokenizer.unk_token_id or 0)
 
     @property

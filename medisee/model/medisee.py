@@ -20,7 +20,7 @@ from .box_head import BoxDecoder, cxcywh_to_xyxy
 from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
 from .seg_head import MaskHead
-from .visual_prompts import InputAligner, VisualPromptEncoder
+from .visual_prompts import InputAligner, VisualPromptEncoder, region_features
 
 
 @dataclass
@@ -86,10 +86,20 @@ class MediSeeModel(nn.Module):
             nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, len(config.patch_classes)))
             if config.patch_classes else None
         )
+        # token ids of each patch class's name, then of "No" (set by ``set_tag_words``; -1 pads)
+        self.register_buffer("tag_word_ids", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         if config.lora is not None:
             from .trainable import inject_lora
 
             inject_lora(self, config.lora)
+
+    def set_tag_words(self, ids: list[list[int]]) -> None:
+        """The visual tags' words: one token-id list per patch class, then one for "No"."""
+        if len(ids) != len(self.config.patch_classes) + 1 or not all(ids):
+            raise ValueError(f"expected {len(self.config.patch_classes) + 1} non-empty token lists for the visual tags")
+        width = max(len(i) for i in ids)
+        padded = [list(i) + [-1] * (width - len(i)) for i in ids]
+        self.tag_word_ids = torch.tensor(padded, dtype=torch.long, device=self.tag_word_ids.device)
 
     # -- vision ---------------------------------------------------------------------------
     def encode_images(
@@ -127,12 +137,14 @@ class MediSeeModel(nn.Module):
         """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
         then, with visual prompts configured, the aligner's queries (or the prompt tokens
         without the aligner), then with ``region_features`` what the box and point cover
-        (CLIP tokens, so the LLM reads them as it reads the patches). ``referring_boxes`` (B, 4) and ``referring_points`` (B, P, 2)
-        are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
+        (CLIP tokens, so the LLM reads them as it reads the patches), then with
+        ``visual_tags`` the tags (``visual_tags``). ``referring_boxes`` (B, 4) and
+        ``referring_points`` (B, P, 2) are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
         CLIP canvas (square images need none); NaN (or None) means no prompt. The aligner
         reads only the question: positions before ``answer_start``, outside the image slot."""
         tokens = self.mllm.language_model.get_input_embeddings()(input_ids)
-        features = clip
+        parts = [clip.to(tokens)]
+        boxes = points = None
         if self.prompt_encoder is not None:
             batch = input_ids.shape[0]
             if referring_boxes is None:
@@ -150,11 +162,35 @@ class MediSeeModel(nn.Module):
                     question = question & (positions.unsqueeze(0) < answer_start.unsqueeze(1))
                 grid = self.prompt_encoder.grid_encoding(int(round(clip.shape[1] ** 0.5)))
                 prompts = self.input_aligner(clip.to(tokens), tokens, question, prompts, grid)
-            parts = [clip.to(tokens), prompts]
+            parts.append(prompts)
             if self.config.visual_prompts.region_features:
                 parts.append(self.prompt_encoder.region_tokens(boxes, points, clip.to(tokens)))
-            features = torch.cat(parts, dim=1)
+        if self.config.visual_tags:
+            parts.append(self.visual_tags(clip.to(tokens), boxes, points))
+        features = torch.cat(parts, dim=1)
         return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
+
+    def visual_tags(self, clip: torch.Tensor, boxes: torch.Tensor | None = None,
+                    points: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K [+ 1 + P], H): per patch class, p * name + (1 - p) * "No", with p the patch
+        head's highest probability for the class on the slice (a mixture, not a scaled name:
+        the LLM's RMSNorm would undo a scale); per given prompt, the names weighed by the
+        head's probabilities inside the box / under the point (zero when absent). Boxes and
+        points are on the CLIP canvas. The head is trained by its own loss only (detached)."""
+        probs = torch.sigmoid(self.patch_head(clip)).detach()  # (B, N, K)
+        ids = self.tag_word_ids
+        if ids.shape[0] != probs.shape[-1] + 1:
+            raise RuntimeError("visual tags need their words: MediSee(config, tokenizer) sets them")
+        embedded = self.mllm.language_model.get_input_embeddings()(ids.clamp(min=0))
+        valid = (ids >= 0).unsqueeze(-1).to(embedded.dtype)
+        words = ((embedded * valid).sum(1) / valid.sum(1)).to(clip.dtype)  # (K + 1, H)
+        names, no = words[:-1], words[-1]
+        present = probs.amax(1).unsqueeze(-1)  # (B, K, 1)
+        tags = [present * names + (1 - present) * no]
+        if self.prompt_encoder is not None:
+            coords, given = self.prompt_encoder.coordinates(boxes, points)
+            tags.append(region_features(probs, coords, given) @ names)
+        return torch.cat(tags, dim=1)
 
     def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,
                     sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:

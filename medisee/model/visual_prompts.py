@@ -42,7 +42,7 @@ class VisualPromptEncoder(nn.Module):
         return torch.cat([projected.sin(), projected.cos()], dim=-1)
 
     def forward(self, boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        coords, present = self._coords(boxes, points)
+        coords, present = self.coordinates(boxes, points)
         batch = coords.shape[0]
         types = torch.tensor([BOX_START, BOX_END] + [POINT] * self.max_points, device=coords.device)
         types = torch.where(present, types.expand(batch, -1), torch.full_like(present, NOT_A_PROMPT, dtype=torch.long))
@@ -52,10 +52,10 @@ class VisualPromptEncoder(nn.Module):
     def region_tokens(self, boxes: torch.Tensor, points: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """(B, 1 + P, hidden): what the prompt covers, read from ``image`` (B, N, hidden),
         the row's CLIP tokens on a square grid in the frame of the coordinates."""
-        coords, present = self._coords(boxes, points)
+        coords, present = self.coordinates(boxes, points)
         return region_features(image, coords, present)
 
-    def _coords(self, boxes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coordinates(self, boxes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2 + P, 2) corners then points, padded to ``max_points`` with NaN, and where they are given."""
         batch = boxes.shape[0]
         if boxes.shape != (batch, 4) or points.shape[0] != batch or points.shape[-1] != 2 or points.ndim != 3:

@@ -400,3 +400,49 @@ def test_region_tokens_join_the_slot_and_read_only_the_image_under_the_prompt(ti
     cells = torch.arange(n).view(side, side)[: side // 2, : side // 2].flatten()
     torch.testing.assert_close(region[0, 0], clip[0, cells].mean(0))  # the box: the mean patch inside it
     assert region[0, 1:].abs().sum() == 0 and region[1].abs().sum() == 0  # no point, no box: zero tokens
+
+
+# -- visual tags (ours) -----------------------------------------------------------------------
+def tagged_config() -> MediSeeConfig:
+    return dataclasses.replace(preset("tiny"), patch_classes=("liver", "left kidney"), visual_tags=True)
+
+
+def test_visual_tags_need_the_patch_head_and_end_the_slot():
+    with pytest.raises(ValueError, match="visual_tags needs patch_classes"):
+        dataclasses.replace(preset("tiny"), visual_tags=True)
+    config = tagged_config()
+    vp = config.visual_prompts
+    assert config.num_tag_tokens == 2 + 1 + vp.max_points
+    assert config.num_image_slot_tokens == config.clip.num_patches + vp.num_slot_tokens + config.num_tag_tokens
+
+
+def test_visual_tags_are_the_class_names_mixed_by_the_patch_heads_probabilities(tiny_tokenizer):
+    config = tagged_config()
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    model = bundle.model
+    linear = model.patch_head[-1]
+    with torch.no_grad():  # the same probabilities on every patch: liver 0.8, left kidney 0.1
+        linear.weight.zero_()
+        linear.bias.copy_(torch.logit(torch.tensor([0.8, 0.1])))
+    embed = model.mllm.language_model.get_input_embeddings()
+
+    def word(text: str) -> torch.Tensor:
+        return embed(torch.tensor(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])).mean(0)
+
+    liver, kidney, no = word("liver"), word("left kidney"), word("No")
+    boxes = torch.tensor([[0.1, 0.1, 0.6, 0.6], [NAN] * 4])
+    tokens, clip, embeds = embed_rows(bundle, boxes)
+    tags = slot(embeds, tokens.image_mask)[:, -config.num_tag_tokens:]
+    with torch.no_grad():
+        torch.testing.assert_close(tags[0, 0], 0.8 * liver + 0.2 * no)
+        torch.testing.assert_close(tags[0, 1], 0.1 * kidney + 0.9 * no)
+        torch.testing.assert_close(tags[0, 2], 0.8 * liver + 0.1 * kidney)  # what the box covers
+        assert tags[0, 3].abs().sum() == 0 and tags[1, 2:].abs().sum() == 0  # no point, no box
+        torch.testing.assert_close(tags[1, :2], tags[0, :2])  # the slice's tags do not depend on the prompt
+    model.tag_word_ids = torch.zeros(0, 1, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="need their words"):
+        embed_rows(bundle, boxes)
+
+
+def embed_rows(bundle, boxes):
+    return embed(bundle, [(QUERY, ANSWER)] * len(boxes), referring_boxes=boxes)
