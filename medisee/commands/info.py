@@ -37,7 +37,8 @@ def components(model: MediSeeModel) -> list[tuple[str, torch.nn.Module]]:
         ("SAM mask decoder", model.mask_head.sam.mask_decoder),
         *([("visual prompt encoder (MIMO)", model.prompt_encoder)] if model.prompt_encoder is not None else []),
         *([("input aligner (MIMO)", model.input_aligner)] if model.input_aligner is not None else []),
-        *([("patch head (training only)", model.patch_head)] if model.patch_head is not None else []),
+        *([("patch head" + ("" if model.config.visual_tags else " (training only)"), model.patch_head)]
+          if model.patch_head is not None else []),
     ]
 
 
