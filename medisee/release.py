@@ -50,14 +50,14 @@ def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = t
 def initialise_new_parts(model: MediSeeModel) -> None:
     """Fresh initialisation of what no released base model holds: routers, seg projection,
     box decoder (zero last layer), LoRA (A random, B zero, as peft does) and, when the config
-    has them, the visual prompt encoder and input aligner."""
+    has them, the visual prompt encoder, input aligner and patch head."""
     for module in (model.router_seg, model.router_box, model.text_hidden_fcs, model.bbox_decoder):
         for layer in module.modules():
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
     nn.init.zeros_(model.bbox_decoder.layers[-1].weight)
     nn.init.zeros_(model.bbox_decoder.layers[-1].bias)
-    for module in (model.prompt_encoder, model.input_aligner):  # MIMO's modules, when configured
+    for module in (model.prompt_encoder, model.input_aligner, model.patch_head):  # when configured
         for layer in (module.modules() if module is not None else ()):
             reset = getattr(layer, "reset_parameters", None) or getattr(layer, "_reset_parameters", None)
             if reset is not None and layer is not module:

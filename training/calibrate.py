@@ -10,7 +10,6 @@ targets are found as often as that allows.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ def presence_scores(predictor, records) -> tuple[list[float], list[float]]:
 
 def calibrate(model_dir: Path, val: Path, absent_goal: float = ABSENT_GOAL) -> Calibration:
     """Measure on ``val`` and write the threshold into ``model_dir``'s config (atomically)."""
+    from medisee.atomic import write_json
     from medisee.config import MediSeeConfig
     from medisee.data.mlmr import read_mlmr_jsonl
     from medisee.predictor import Predictor
@@ -68,9 +68,7 @@ def calibrate(model_dir: Path, val: Path, absent_goal: float = ABSENT_GOAL) -> C
     path = Path(model_dir) / CONFIG_FILE
     config = MediSeeConfig.load(path)
     config.score_threshold = result.threshold
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    partial.replace(path)
+    write_json(path, config.to_dict())
     log.info("%s: score threshold %.2f (validation: %.1f%% of %d absent targets answered with nothing, "
              "%.1f%% of %d present ones found)", model_dir, result.threshold, 100 * result.absent_none, result.absent,
              100 * result.present_found, result.present)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from medisee.data.mimo import PERSPECTIVES
+
 PHASES = ("segmentation", "pretrain", "end_to_end", "finetune")
 
 
@@ -114,9 +116,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         if source.perspectives is not None:
             if source.kind != "mimo":
                 raise ValueError(f"{path}: 'perspectives' applies to kind mimo only")
-            unknown = set(source.perspectives) - {"I", "II", "III", "IV"}
+            unknown = set(source.perspectives) - set(PERSPECTIVES)
             if unknown:
-                raise ValueError(f"{path}: unknown perspectives {sorted(unknown)}; choose from I, II, III, IV")
+                raise ValueError(f"{path}: unknown perspectives {sorted(unknown)}; choose from {', '.join(PERSPECTIVES)}")
     return TrainConfig(**raw)
 
 
