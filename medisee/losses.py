@@ -16,6 +16,7 @@ from .config import LossWeights
 from .model.box_head import cxcywh_to_xyxy
 
 EPS = 1e-6
+PRESENCE_WEIGHT = 0.2  # patch_loss: the multiple-instance term against the per-cell term
 
 
 def text_ce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -67,9 +68,16 @@ def box_loss(pred_cxcywh: torch.Tensor, target_xyxy: torch.Tensor) -> tuple[torc
 
 
 def patch_loss(logits: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
-    """BCE between the patch head's logits and the share of each patch each structure
-    covers (both (N, tokens, classes)); soft targets keep boundaries honest."""
-    return F.binary_cross_entropy_with_logits(logits.float(), coverage.float())
+    """BCE between the patch head's logits and the share of each cell each structure covers
+    (both (N, cells, classes)); soft targets keep boundaries honest. Plus, per image and
+    structure, BCE of the highest cell logit against "any cell covered" (multiple-instance
+    learning): per-cell shares alone left small structures below 0.5 everywhere, so the
+    highest cell did not say whether the slice shows them. Weighed 0.2: at 1 it won over
+    the cells (a cell head reached 80% of covered cells right instead of 88%)."""
+    logits, coverage = logits.float(), coverage.float()
+    cells = F.binary_cross_entropy_with_logits(logits, coverage)
+    present = (coverage.amax(1) > 0).float()
+    return cells + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(logits.amax(1), present)
 
 
 def similarity_map(image_states: torch.Tensor, seg_states: torch.Tensor) -> torch.Tensor:

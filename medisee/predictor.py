@@ -216,7 +216,8 @@ class Predictor:
         prefix = answer_prefix(bundle.config.candidate_tokens)
         tokens = bundle.tokenize([(query, prefix)] * len(prompts))
         embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original)
+                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
+                                    self._patch_probs(encoding))
         hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
         groups = model.find_groups(tokens.input_ids, tokens.answer_start)
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
@@ -229,7 +230,8 @@ class Predictor:
         bundle, model = self.model, self.model.model
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
         embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original)
+                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
+                                    self._patch_probs(encoding))
         eos = bundle.tokenizer.eos_token_id
         ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos)
         groups = model.find_groups(ids)
@@ -247,6 +249,11 @@ class Predictor:
             encoding, groups.rows, states, scores, [p.text for p in parsed], [p.phrases for p in parsed],
             query, prompts, raw,
         )
+
+    def _patch_probs(self, encoding: ImageEncoding) -> torch.Tensor | None:
+        """The patch head's probabilities when the model reads visual tags."""
+        model = self.model.model
+        return model.patch_probabilities(encoding) if model.config.visual_tags else None
 
     def _referring(self, encoding: ImageEncoding, prompts: list[PromptInputs]) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows' box and point normalised for the visual prompt encoder (NaN: none)."""

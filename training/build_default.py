@@ -11,8 +11,10 @@
    Stage 2, presence: stage 1 continued with absent-target questions oversampled.
 3. Stage 3, end-to-end (eq. 4) with the paper's freezing rules.
 4. Stage 4, fine-tuning with the similarity loss (eq. 5).
-5. Stage 5, MIMO: the visual prompt encoder and input aligner are added; the four MIMOSeg
-   perspectives are mixed with the MediSee data.
+5. Stage 5a, patches: a patch head on the mask head's image embedding learns, alone, which
+   structures cover each cell. Stage 5, MIMO: the visual prompt encoder, input aligner and
+   the patch head's visual tags are added; the four MIMOSeg perspectives are mixed with the
+   MediSee data.
 6. The score threshold of stages 4 and 5 is chosen on the validation split
    (``training.calibrate``: the lowest at which 85% of its absent targets get no entity).
 7. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
@@ -38,7 +40,7 @@ from .train import run
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-presence.yaml", "tiny-3-end-to-end.yaml",
-          "tiny-4-finetune.yaml", "tiny-5-mimo.yaml")
+          "tiny-4-finetune.yaml", "tiny-5a-patches.yaml", "tiny-5-mimo.yaml")
 BASELINE_STAGE = "tiny-4-finetune.yaml"  # the single-entity model the MIMO stage starts from
 
 

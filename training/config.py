@@ -15,7 +15,7 @@ import yaml
 
 from medisee.data.mimo import PERSPECTIVES
 
-PHASES = ("segmentation", "pretrain", "end_to_end", "finetune")
+PHASES = ("segmentation", "patches", "pretrain", "end_to_end", "finetune")
 
 
 @dataclass
@@ -32,8 +32,8 @@ class TrainConfig:
     output_dir: Path
     train: list[DataSource]
     init: str = "preset:tiny"  # "preset:NAME", "checkpoint:PATH" or "default"
-    phase: str = "end_to_end"  # segmentation: box-prompted mask head only; pretrain: everything trains
-    #                            (tiny only); end_to_end: eq. 4; finetune: + similarity loss
+    phase: str = "end_to_end"  # segmentation: box-prompted mask head only; patches: the patch head only;
+    #                            pretrain: everything trains (tiny only); end_to_end: eq. 4; finetune: + similarity loss
     val: Path | None = None
     val_limit: int = 64  # validation records evaluated at each eval
     steps: int = 1000

@@ -193,6 +193,10 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     bundle = build_bundle(config, all_records)
     if config.phase == "segmentation":  # the mask head alone learns box-prompted segmentation
         trainable = train_only(bundle.model, "mask_head.")
+    elif config.phase == "patches":  # the patch head alone learns where each structure is
+        if bundle.model.patch_head is None:
+            raise ValueError("phase patches needs a model with patch_classes (model_changes: {patch_classes: [...]})")
+        trainable = train_only(bundle.model, "patch_head.")
     else:
         trainable = configure_trainable(bundle.model, train_encoders=config.phase == "pretrain")
     log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,
@@ -212,7 +216,8 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
         log.info("resuming from %s (step %d of %d)", state.tag, start, config.steps)
     history = state.history if state else []
 
-    units = {k: group_by_image(v[0]) if config.phase == "segmentation" else v[0] for k, v in sources.items()}
+    per_image = config.phase in ("segmentation", "patches")
+    units = {k: group_by_image(v[0]) if per_image else v[0] for k, v in sources.items()}
     structures = slice_structures(all_records) if bundle.model.patch_head is not None else {}
     sampler = MixedSampler(units, {k: v[1] for k, v in sources.items()}, seed=config.seed + rank)
     per_step = config.batch_size * config.grad_accumulation
@@ -236,6 +241,10 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
             if config.phase == "segmentation":
                 images, masks, boxes = zip(*(image_targets(group) for group in drawn))
                 terms = bundle.segmentation_loss(list(images), list(masks), list(boxes), weights, config.box_jitter, generator)
+            elif config.phase == "patches":
+                images, masks, _ = zip(*(image_targets(group) for group in drawn))
+                on_slice = [{r.class_text: m for r, m in zip(group, group_masks)} for group, group_masks in zip(drawn, masks)]
+                terms = bundle.patch_loss(list(images), on_slice, weights)
             else:
                 samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune",
                                               structures=structures.get(slice_key(r)))

@@ -16,7 +16,7 @@ from ..config import LossWeights, MediSeeConfig
 from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
 from ..tokenizer import candidate_token_ids
 from .medisee import ImageEncoding, MediSeeModel
-from .preprocess import clip_patch_coverage, clip_preprocess, sam_preprocess, to_rgb_tensor
+from .preprocess import clip_preprocess, sam_preprocess, structure_coverage, to_rgb_tensor
 
 
 @dataclass
@@ -134,7 +134,7 @@ class MediSee:
         if self.model.patch_head is not None and (weights or self.config.loss).patch > 0:
             known = [i for i, s in enumerate(samples) if s.structures is not None]
             if known:
-                terms["patch"] = self._patch_term(images, [samples[i] for i in known], known)
+                terms["patch"] = self._patch_term(images, [samples[i].structures for i in known], known)
         paired = [i for i, s in enumerate(samples) if s.plain_query and len(s.masks)]
         if paired:
             terms.update(self._similarity_terms(fwd, tokens, images, samples, paired))
@@ -201,18 +201,28 @@ class MediSee:
         logits = self.model.mllm.logits(fwd.hidden[rows, start - 1])
         return losses.text_ce_loss(logits, tokens.input_ids[rows, start])
 
-    def _patch_term(self, images: ImageEncoding, samples: list[TrainingSample], rows: list[int]) -> torch.Tensor:
-        """BCE of the patch head against the share of each CLIP patch each known structure
+    def patch_loss(self, images: list[np.ndarray], structures: list[dict[str, np.ndarray]],
+                   weights: LossWeights | None = None) -> dict[str, torch.Tensor]:
+        """The patch head's loss alone, for images whose every structure is known: how the
+        head learns before the language model reads its tags (training's ``patches`` phase)."""
+        encoding = self.encode_images(images)
+        terms = {"patch": self._patch_term(encoding, structures, list(range(len(images))))}
+        terms["total"] = losses.combine(terms, weights or self.config.loss)
+        return terms
+
+    def _patch_term(self, images: ImageEncoding, structures: list[dict[str, np.ndarray]], rows: list[int]) -> torch.Tensor:
+        """BCE of the patch head against the share of each image cell each known structure
         covers (structures not on the slice: zero everywhere)."""
-        clip, classes = self.config.clip, self.config.patch_classes
-        grid = clip.image_size // clip.patch_size
-        targets = torch.zeros(len(samples), grid * grid, len(classes))
-        for row, sample in enumerate(samples):
-            names = [name for name in sample.structures if name in classes]
+        classes = self.config.patch_classes
+        grid = images.sam.shape[-1]
+        targets = torch.zeros(len(rows), grid * grid, len(classes))
+        for row, on_slice in enumerate(structures):
+            names = [name for name in on_slice if name in classes]
             if names:
-                masks = torch.as_tensor(np.stack([sample.structures[name] for name in names]))
-                targets[row][:, [classes.index(name) for name in names]] = clip_patch_coverage(masks, grid, clip.pad_to_square)
-        logits = self.model.patch_head(images.clip[torch.tensor(rows, device=images.clip.device)])
+                masks = torch.as_tensor(np.stack([on_slice[name] for name in names]))
+                targets[row][:, [classes.index(name) for name in names]] = structure_coverage(masks, grid)
+        index = torch.tensor(rows, device=images.sam.device)
+        logits = self.model.patch_logits(images.sam[index], [images.resized[r] for r in rows])
         return losses.patch_loss(logits, targets.to(logits.device))
 
     def _group_targets(self, groups, samples: list[TrainingSample]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

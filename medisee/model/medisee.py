@@ -19,6 +19,7 @@ from ..config import MediSeeConfig
 from .box_head import BoxDecoder, cxcywh_to_xyxy
 from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
+from .preprocess import image_cells
 from .seg_head import MaskHead
 from .visual_prompts import InputAligner, VisualPromptEncoder, region_features
 
@@ -57,6 +58,16 @@ class GroupOutputs:
     mask_quality: torch.Tensor | None = None  # (G,) SAM IoU prediction
 
 
+def patch_head(channels: int, classes: int) -> nn.Sequential:
+    """Dilated 3x3 convolutions (dilations 1, 2, 4, 8: a 31-cell field of view, so left
+    and right organs are told apart by where they lie) with group norm, then per-cell logits."""
+    layers: list[nn.Module] = []
+    for dilation in (1, 2, 4, 8):
+        layers += [nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
+                   nn.GroupNorm(8, channels), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(channels, classes, 1))
+
+
 class MediSeeModel(nn.Module):
     def __init__(self, config: MediSeeConfig, candidate_token_ids: tuple[int, ...]) -> None:
         super().__init__()
@@ -81,11 +92,8 @@ class MediSeeModel(nn.Module):
         prompts = config.visual_prompts
         self.prompt_encoder = VisualPromptEncoder(prompts, hidden) if prompts is not None else None
         self.input_aligner = InputAligner(prompts, hidden) if prompts is not None and prompts.aligner else None
-        # training-only: which structures each image token covers (``config.patch_classes``)
-        self.patch_head = (
-            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, len(config.patch_classes)))
-            if config.patch_classes else None
-        )
+        # which structures cover each cell of the mask head's image embedding (``config.patch_classes``)
+        self.patch_head = patch_head(config.sam.prompt_dim, len(config.patch_classes)) if config.patch_classes else None
         # token ids of each patch class's name, then of "No" (set by ``set_tag_words``; -1 pads)
         self.register_buffer("tag_word_ids", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         if config.lora is not None:
@@ -133,18 +141,20 @@ class MediSeeModel(nn.Module):
         referring_boxes: torch.Tensor | None = None,
         referring_points: torch.Tensor | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
+        patch_probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
         then, with visual prompts configured, the aligner's queries (or the prompt tokens
         without the aligner), then with ``region_features`` what the box and point cover
         (CLIP tokens, so the LLM reads them as it reads the patches), then with
-        ``visual_tags`` the tags (``visual_tags``). ``referring_boxes`` (B, 4) and
+        ``visual_tags`` the tags (``visual_tags``; ``patch_probs`` (B, N, K) from
+        ``patch_probabilities``). ``referring_boxes`` (B, 4) and
         ``referring_points`` (B, P, 2) are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
         CLIP canvas (square images need none); NaN (or None) means no prompt. The aligner
         reads only the question: positions before ``answer_start``, outside the image slot."""
         tokens = self.mllm.language_model.get_input_embeddings()(input_ids)
         parts = [clip.to(tokens)]
-        boxes = points = None
+        boxes = points = image_boxes = image_points = None
         if self.prompt_encoder is not None:
             batch = input_ids.shape[0]
             if referring_boxes is None:
@@ -152,6 +162,7 @@ class MediSeeModel(nn.Module):
             if referring_points is None:
                 referring_points = tokens.new_full((batch, 0, 2), float("nan"))
             boxes, points = referring_boxes.to(tokens), referring_points.to(tokens)
+            image_boxes, image_points = boxes, points
             if image_sizes is not None:
                 boxes, points = self._clip_frame(boxes, points, image_sizes)
             prompts = self.prompt_encoder(boxes, points)
@@ -166,24 +177,39 @@ class MediSeeModel(nn.Module):
             if self.config.visual_prompts.region_features:
                 parts.append(self.prompt_encoder.region_tokens(boxes, points, clip.to(tokens)))
         if self.config.visual_tags:
-            parts.append(self.visual_tags(clip.to(tokens), boxes, points))
+            if patch_probs is None:
+                raise ValueError("visual tags need the patch head's probabilities (patch_probabilities)")
+            parts.append(self.visual_tags(patch_probs.to(tokens), image_boxes, image_points))
         features = torch.cat(parts, dim=1)
         return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
 
-    def visual_tags(self, clip: torch.Tensor, boxes: torch.Tensor | None = None,
+    def patch_logits(self, sam: torch.Tensor, resized: list[tuple[int, int]]) -> torch.Tensor:
+        """(B, e * e, K): the patch head on SAM image embeddings (B, C, e, e), per cell of an
+        e x e grid over each image itself (row by row), whatever its padding on the canvas."""
+        logits = self.patch_head(sam)
+        side, size = sam.shape[-1], self.config.sam.image_size
+        cells = [image_cells(logits[i], resized[i], size, side) for i in range(len(resized))]
+        return torch.stack(cells).flatten(2).transpose(1, 2)
+
+    def patch_probabilities(self, images: ImageEncoding) -> torch.Tensor:
+        """(I, e * e, K) probabilities that each structure covers each image cell; detached:
+        only the head's own loss trains it, the tags built from them do not."""
+        return torch.sigmoid(self.patch_logits(images.sam, images.resized)).detach()
+
+    def visual_tags(self, probs: torch.Tensor, boxes: torch.Tensor | None = None,
                     points: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K [+ 1 + P], H): per patch class, p * name + (1 - p) * "No", with p the patch
         head's highest probability for the class on the slice (a mixture, not a scaled name:
         the LLM's RMSNorm would undo a scale); per given prompt, the names weighed by the
-        head's probabilities inside the box / under the point (zero when absent). Boxes and
-        points are on the CLIP canvas. The head is trained by its own loss only (detached)."""
-        probs = torch.sigmoid(self.patch_head(clip)).detach()  # (B, N, K)
+        head's probabilities inside the box / under the point (zero when absent).
+        ``probs`` (B, N, K) come from ``patch_probabilities``; boxes and points are
+        normalised to the image, the frame of its cells."""
         ids = self.tag_word_ids
         if ids.shape[0] != probs.shape[-1] + 1:
             raise RuntimeError("visual tags need their words: MediSee(config, tokenizer) sets them")
         embedded = self.mllm.language_model.get_input_embeddings()(ids.clamp(min=0))
         valid = (ids >= 0).unsqueeze(-1).to(embedded.dtype)
-        words = ((embedded * valid).sum(1) / valid.sum(1)).to(clip.dtype)  # (K + 1, H)
+        words = ((embedded * valid).sum(1) / valid.sum(1)).to(probs.dtype)  # (K + 1, H)
         names, no = words[:-1], words[-1]
         present = probs.amax(1).unsqueeze(-1)  # (B, K, 1)
         tags = [present * names + (1 - present) * no]
@@ -305,8 +331,10 @@ class MediSeeModel(nn.Module):
         ``referring_boxes``/``referring_points`` are the rows' visual prompts (``embed_inputs``)."""
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+        patch_probs = self.patch_probabilities(images)[image_index] if self.config.visual_tags else None
         embeds = self.embed_inputs(images.clip[image_index], input_ids, attention_mask, image_mask, answer_start,
-                                   referring_boxes, referring_points, [images.original[i] for i in image_index.tolist()])
+                                   referring_boxes, referring_points, [images.original[i] for i in image_index.tolist()],
+                                   patch_probs)
         hidden = self.mllm.hidden_states(embeds, attention_mask)
         groups = self.find_groups(input_ids, answer_start)
         outputs = self.decode_groups(hidden, groups)

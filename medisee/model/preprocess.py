@@ -6,6 +6,8 @@ Everything runs in torch so a batch of slices is prepared in one call.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -99,18 +101,20 @@ def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pa
     return (coords * coords.new_tensor([w2, h2]) - offset) / size
 
 
-def clip_patch_coverage(masks: torch.Tensor, grid: int, pad_to_square: bool) -> torch.Tensor:
-    """(K, h, w) masks -> (grid * grid, K): the share of each CLIP patch (row by row) that
-    each mask covers, on the canvas ``clip_preprocess`` makes (centred padding, or the
-    centred square the resize + crop keeps)."""
-    x = masks.float().unsqueeze(0)
-    _, _, h, w = x.shape
-    if pad_to_square:
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top))
-    else:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        x = x[:, :, top : top + side, left : left + side]
-    return F.adaptive_avg_pool2d(x, grid)[0].flatten(1).T
+def structure_coverage(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """(K, h, w) masks -> (grid * grid, K): the share of each cell of a grid laid over the
+    image (row by row) that each mask covers: the patch head's target."""
+    return F.adaptive_avg_pool2d(masks.float().unsqueeze(0), grid)[0].flatten(1).T
+
+
+def image_cells(canvas_map: torch.Tensor, resized: tuple[int, int], long_side: int, grid: int) -> torch.Tensor:
+    """(C, e, e) values on SAM's padded canvas -> (C, grid, grid) over the image alone: the
+    cells the resized image covers (``sam_preprocess`` pads bottom/right) resampled to a
+    square grid, so maps of any image share the image's own normalised frame."""
+    side = canvas_map.shape[-1]
+    h = max(1, math.ceil(resized[0] * side / long_side))
+    w = max(1, math.ceil(resized[1] * side / long_side))
+    crop = canvas_map[:, :h, :w].unsqueeze(0)
+    if (h, w) == (grid, grid):
+        return crop[0]
+    return F.interpolate(crop, size=(grid, grid), mode="bilinear", align_corners=False)[0]

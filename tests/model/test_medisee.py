@@ -12,7 +12,7 @@ from medisee.builder import build_random
 from medisee.config import preset
 from medisee.losses import combine
 from medisee.model import TrainingSample
-from medisee.model.preprocess import clip_patch_coverage
+from medisee.model.preprocess import structure_coverage
 from medisee.model.trainable import FULLY_TRAINED, configure_trainable, train_only
 
 QUERY = "which organ filters the blood?"
@@ -147,9 +147,9 @@ def test_decision_term_is_the_cross_entropy_of_the_first_answer_token(tiny_share
     torch.testing.assert_close(terms["total"], combine(without, weights) + 3.0 * terms["decision"])
 
 
-def test_patch_head_learns_which_structures_cover_each_clip_patch(tiny_tokenizer, tiny_shared, phantom):
-    """Models with ``patch_classes`` get a patch head on the projected CLIP tokens; samples
-    that know every structure on their slice add its BCE against the patches' coverage."""
+def test_patch_head_learns_which_structures_cover_each_image_cell(tiny_tokenizer, tiny_shared, phantom):
+    """Models with ``patch_classes`` get a patch head on the mask head's image embedding;
+    samples that know every structure on their slice add its BCE against each cell's coverage."""
     config = dataclasses.replace(preset("tiny"), patch_classes=("kidney", "liver"))
     bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
     image, mask, box = phantom
@@ -157,13 +157,20 @@ def test_patch_head_learns_which_structures_cover_each_clip_patch(tiny_tokenizer
     unknown = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
     with torch.no_grad():
         terms = bundle.loss([unknown, known])
-        clip = bundle.encode_images([image]).clip
-    grid = config.clip.image_size // config.clip.patch_size
+        encoding = bundle.encode_images([image])
+        alone = bundle.patch_loss([image], [known.structures])
+    grid = config.sam.embedding_size
     coverage = torch.zeros(grid * grid, 2)
-    coverage[:, :1] = clip_patch_coverage(torch.as_tensor(mask)[None], grid, config.clip.pad_to_square)  # aorta: not a class
+    coverage[:, :1] = structure_coverage(torch.as_tensor(mask)[None], grid)  # aorta: not a class
     assert 0 < coverage.sum() < grid * grid and coverage[:, 1].sum() == 0  # the liver is absent: zero everywhere
-    expected = F.binary_cross_entropy_with_logits(bundle.model.patch_head(clip[0]), coverage)
+    logits = bundle.model.patch_logits(encoding.sam, encoding.resized)[0]
+    assert logits.shape == (grid * grid, 2)
+    present = torch.tensor([1.0, 0.0])  # kidney on the slice, liver not
+    expected = (F.binary_cross_entropy_with_logits(logits, coverage)
+                + 0.2 * F.binary_cross_entropy_with_logits(logits.amax(0), present))
     torch.testing.assert_close(terms["patch"], expected)
+    torch.testing.assert_close(alone["patch"], expected)  # the patches phase: the same term on its own
+    torch.testing.assert_close(alone["total"], config.loss.patch * expected)
     with torch.no_grad():
         assert "patch" not in bundle.loss([unknown])
         assert "patch" not in bundle.loss([known], dataclasses.replace(config.loss, patch=0.0))

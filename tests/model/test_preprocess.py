@@ -31,14 +31,28 @@ def test_postprocess_crops_padding_before_resizing_to_the_original():
     assert (out[0, 5:45] > 0).all()
 
 
-def test_patch_coverage_follows_the_clip_canvas():
-    from medisee.model.preprocess import clip_patch_coverage
+def test_structure_coverage_is_the_share_of_each_cell_over_the_image():
+    from medisee.model.preprocess import structure_coverage
 
     mask = torch.zeros(1, 4, 8)
-    mask[0, :, :2] = 1  # the left quarter of a wide image
-    # padded to 8x8 (2 rows above and below), 2x2 grid: the top-left cell holds rows 0-3 of which 2-3 are image
-    torch.testing.assert_close(clip_patch_coverage(mask, 2, True), torch.tensor([[0.25], [0.0], [0.25], [0.0]]))
-    # resize + centre crop keeps the middle 4x4 (columns 2-5): the mask lies outside it
-    assert clip_patch_coverage(mask, 2, False).sum() == 0
+    mask[0, :, :3] = 1  # the left 3 of 8 columns of a wide image
+    # a 2x2 grid over the image itself: cells of 2 rows x 4 columns, row by row
+    torch.testing.assert_close(structure_coverage(mask, 2), torch.tensor([[0.75], [0.0], [0.75], [0.0]]))
     two = torch.stack([mask[0], 1 - mask[0]])
-    torch.testing.assert_close(clip_patch_coverage(two, 4, True).sum(1)[4:12], torch.ones(8))  # shares add up inside the image
+    torch.testing.assert_close(structure_coverage(two, 4).sum(1), torch.ones(16))  # shares add up
+
+
+def test_image_cells_drop_the_canvas_padding():
+    from medisee.model.preprocess import image_cells
+
+    image = torch.zeros(1, 3, 50, 100)
+    pixels, resized = sam_preprocess(image, 64, (0.0,) * 3, (1.0,) * 3)  # 32 x 64 inside a padded 64 x 64 canvas
+    assert resized == resized_shape(50, 100, 64) == (32, 64)
+    canvas = torch.zeros(1, 8, 8)  # an 8 x 8 embedding: the image covers its top 4 rows
+    canvas[0, :4] = torch.arange(4.0).view(4, 1)  # row index inside the image, padding stays 0
+    canvas[0, 4:] = -5.0
+    cells = image_cells(canvas, resized, 64, 8)
+    assert cells.shape == (1, 8, 8) and cells.min() >= 0  # no padding cell reaches the grid
+    assert torch.all(cells[0, 1:, 0] >= cells[0, :-1, 0])  # the image's rows, stretched top to bottom
+    square = torch.randn(2, 8, 8)
+    torch.testing.assert_close(image_cells(square, (64, 64), 64, 8), square)  # nothing to crop

@@ -420,10 +420,6 @@ def test_visual_tags_are_the_class_names_mixed_by_the_patch_heads_probabilities(
     config = tagged_config()
     bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
     model = bundle.model
-    linear = model.patch_head[-1]
-    with torch.no_grad():  # the same probabilities on every patch: liver 0.8, left kidney 0.1
-        linear.weight.zero_()
-        linear.bias.copy_(torch.logit(torch.tensor([0.8, 0.1])))
     embed = model.mllm.language_model.get_input_embeddings()
 
     def word(text: str) -> torch.Tensor:
@@ -431,7 +427,12 @@ def test_visual_tags_are_the_class_names_mixed_by_the_patch_heads_probabilities(
 
     liver, kidney, no = word("liver"), word("left kidney"), word("No")
     boxes = torch.tensor([[0.1, 0.1, 0.6, 0.6], [NAN] * 4])
-    tokens, clip, embeds = embed_rows(bundle, boxes)
+    side = config.sam.embedding_size
+    probs = torch.zeros(2, side, side, 2)  # per image cell: liver 0.8 inside the box's cells, left kidney 0.1
+    inside = slice(round(0.1 * side), round(0.6 * side))
+    probs[:, inside, inside, 0] = 0.8
+    probs[..., 1] = 0.1
+    tokens, clip, embeds = embed_rows(bundle, boxes, probs.flatten(1, 2))
     tags = slot(embeds, tokens.image_mask)[:, -config.num_tag_tokens:]
     with torch.no_grad():
         torch.testing.assert_close(tags[0, 0], 0.8 * liver + 0.2 * no)
@@ -439,10 +440,33 @@ def test_visual_tags_are_the_class_names_mixed_by_the_patch_heads_probabilities(
         torch.testing.assert_close(tags[0, 2], 0.8 * liver + 0.1 * kidney)  # what the box covers
         assert tags[0, 3].abs().sum() == 0 and tags[1, 2:].abs().sum() == 0  # no point, no box
         torch.testing.assert_close(tags[1, :2], tags[0, :2])  # the slice's tags do not depend on the prompt
+    with pytest.raises(ValueError, match="patch head's probabilities"):
+        embed_rows(bundle, boxes, None)
     model.tag_word_ids = torch.zeros(0, 1, dtype=torch.long)
     with pytest.raises(RuntimeError, match="need their words"):
-        embed_rows(bundle, boxes)
+        embed_rows(bundle, boxes, probs.flatten(1, 2))
 
 
-def embed_rows(bundle, boxes):
-    return embed(bundle, [(QUERY, ANSWER)] * len(boxes), referring_boxes=boxes)
+def test_visual_tags_read_the_patch_heads_probabilities_of_the_image(tiny_tokenizer, phantom):
+    """The forward pass feeds the tags from the patch head on the mask head's embedding."""
+    bundle = build_random(tagged_config(), seed=0, tokenizer=tiny_tokenizer)
+    model = bundle.model
+    image = phantom[0]
+    with torch.no_grad():
+        encoding = bundle.encode_images([image])
+        probs = model.patch_probabilities(encoding)
+        last = model.patch_head[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.logit(torch.tensor([0.8, 0.1])))
+        torch.testing.assert_close(model.patch_probabilities(encoding), torch.tensor([0.8, 0.1]).expand_as(probs))
+        tokens = bundle.tokenize([(QUERY, ANSWER)])
+        fwd = model(encoding, tokens.input_ids, tokens.attention_mask, tokens.image_mask, answer_start=tokens.answer_start)
+        direct = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start, image_sizes=encoding.original,
+                                    patch_probs=model.patch_probabilities(encoding))
+        again = model.mllm.hidden_states(direct, tokens.attention_mask)
+    torch.testing.assert_close(fwd.hidden, again)
+
+
+def embed_rows(bundle, boxes, probs):
+    return embed(bundle, [(QUERY, ANSWER)] * len(boxes), referring_boxes=boxes, patch_probs=probs)

@@ -113,3 +113,31 @@ def test_segmentation_phase_trains_only_the_mask_head(tmp_path):
     assert [e["step"] for e in entries] == [1, 2, 3] and {"bce", "dice", "total"} <= set(entries[0])
     assert "ce" not in entries[0]
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_patches_phase_trains_only_the_patch_head(tmp_path):
+    from medisee.builder import build_random
+    from medisee.weights import save_checkpoint
+
+    data = make_dataset(tmp_path)
+    save_checkpoint(build_random("tiny", seed=0), tmp_path / "base")
+    config = write_config(tmp_path, data, steps=3, save_every=3, phase="patches")
+    text = config.read_text().replace("init: preset:tiny", f"init: checkpoint:{tmp_path / 'base'}")
+    config.write_text(text + "model_changes: {patch_classes: [left kidney, spleen]}\n")
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3] and set(entries[0]) >= {"patch", "total"} and "ce" not in entries[0]
+    base = load_checkpoint(tmp_path / "base").model.state_dict()
+    trained = load_checkpoint(tmp_path / "run" / "model").model.state_dict()
+    changed = {k for k, v in trained.items() if k not in base or not np.array_equal(v.numpy(), base[k].numpy())}
+    assert changed and all(k.startswith("patch_head.") for k in changed)
+
+    config.write_text(text)  # no patch head to train: a clear error, not a traceback
+    (tmp_path / "run").rename(tmp_path / "first")
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "phase patches needs a model with patch_classes" in output
+    assert "Traceback" not in output
