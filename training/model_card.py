@@ -28,16 +28,17 @@ def _pct(value) -> str:
 
 
 PIPELINE = (
-    "(about 100 minutes on 2 CPU cores) runs six stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
+    "(about 110 minutes on 2 CPU cores) runs seven stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
     "language model), pretraining from scratch (everything trains; half the masks prompted with the "
     "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
     "phase (LoRA on the language model; mask decoder, routers and "
-    "heads trained; encoders frozen), fine-tuning with the similarity loss, and the MIMO stage: the "
-    "visual prompt encoder, input aligner and region tokens are added and everything trains on the four MIMOSeg "
-    "perspectives mixed with the MediSee data, with two aids of ours for a model trained from scratch: a patch "
-    "head teaching each CLIP token which structures cover it, and the answer's first (present or not) token "
-    "weighed up. The score threshold is then chosen on the validation split (the lowest at which 85% of its "
-    "absent targets get no entity)."
+    "heads trained; encoders frozen), fine-tuning with the similarity loss, a patch head of ours learning alone "
+    "which structures cover each cell of the mask head's image embedding, and the MIMO stage: the "
+    "visual prompt encoder, input aligner, region tokens and the patch head's visual tags (per structure, its "
+    "name mixed with \"No\" by how surely the slice shows it; per box or point, the names of what it covers) "
+    "are added and everything trains on the four MIMOSeg perspectives mixed with the MediSee data, with the "
+    "answer's first (present or not) token weighed up. The score threshold is then chosen on the validation "
+    "split (the lowest at which 85% of its absent targets get no entity)."
 )
 
 
@@ -88,7 +89,9 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         "SAM-style mask head (256 px, 32x32 embedding), candidate tokens `[SEG]` `[BBOX]` with the two",
         "routers, seg projection and box decoder; a SAM-style visual prompt encoder (box corners and a",
         "point), a cross-attention input aligner (16 learnable queries) and region tokens (the CLIP",
-        "tokens under the box or point) feed drawn prompts to the LLM.",
+        "tokens under the box or point) feed drawn prompts to the LLM. Ours: a patch head on the mask",
+        "head's embedding finds the 14 structures cell by cell; its visual tags tell the LLM which",
+        "structures the slice shows and what a box or point covers, as mixtures of their names.",
         "",
         "## Data",
         f"`medisee demo-data` (seed {manifest.get('seed', 0)}): synthetic CT patients and augmented MNI152",
