@@ -194,6 +194,9 @@ class VisualPromptConfig:
         return (self.num_queries if self.aligner else self.num_prompt_tokens) + region
 
 
+BOX_SOURCES = ("decoder", "mask")
+
+
 @dataclass
 class MediSeeConfig:
     """The whole model. ``candidate_tokens`` are in answer order; the routers see them in
@@ -224,6 +227,10 @@ class MediSeeConfig:
     # the head's probabilities inside the box / under the point): what the slice and the
     # prompt show, in words the language model already reads.
     visual_tags: bool = False
+    # The box reported for an entity: "decoder" (the box decoder, as the paper) or "mask"
+    # (the tight box of the entity's mask, which the decoder's box prompted). Ours: chosen
+    # on validation data by ``training.calibrate`` (the one with the higher Acc@0.5).
+    box_source: str = "decoder"
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -232,6 +239,8 @@ class MediSeeConfig:
             raise ValueError("candidate_tokens must be one or more distinct tokens")
         if len(set(self.patch_classes)) != len(self.patch_classes) or not all(self.patch_classes):
             raise ValueError("patch_classes must be distinct, non-empty structure names")
+        if self.box_source not in BOX_SOURCES:
+            raise ValueError(f"box_source must be one of {', '.join(BOX_SOURCES)}, got {self.box_source!r}")
         if self.visual_tags and not self.patch_classes:
             raise ValueError("visual_tags needs patch_classes (the patch head that tags the image)")
 

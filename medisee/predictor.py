@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .conversation import answer_prefix, parse_answer
+from .metrics import mask_to_box
 from .model import ImageEncoding, MediSee
 from .model.box_head import cxcywh_to_xyxy
 
@@ -294,7 +295,11 @@ class Predictor:
             if not mask.any():
                 continue
             height, width = encoding.original[row]
-            x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1) * torch.tensor([width, height, width, height])).tolist()
+            if self.model.config.box_source == "mask":
+                x0, y0, x1, y1 = mask_to_box(mask)
+            else:
+                x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1)
+                                  * torch.tensor([width, height, width, height])).tolist()
             phrase = entity_phrase(k, phrases[row], answers[row], query)
             predictions[row].entities.append(
                 Entity(

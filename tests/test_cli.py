@@ -134,6 +134,7 @@ def test_info_counts_parameters_of_presets_without_allocating(capsys, monkeypatc
     assert "vocab 32002" in out and "576 image tokens" in out
     total = int(next(line for line in out.splitlines() if line.strip().startswith("total")).split()[1].replace(",", ""))
     assert 7.5e9 < total < 7.9e9
+    assert "boxes: the box decoder's" in out  # the paper's boxes unless calibration chose the masks'
     monkeypatch.setattr("medisee.models.default_model_dir", lambda: tmp_path)  # no bundled weights
     assert main(["info", "--model", "default"]) == 0
     assert "UNTRAINED" in capsys.readouterr().out

@@ -72,6 +72,22 @@ def test_scores_below_threshold_mean_no_target_found(tiny_shared, phantom):
     assert len(Predictor(tiny_shared, score_threshold=score * 0.99).predict(image, QUERY, mode="fast").entities) == 1
 
 
+def test_the_box_comes_from_the_decoder_or_from_the_mask(tiny, phantom):
+    from medisee.metrics import mask_to_box
+
+    image = phantom[0]
+    decoded = Predictor(tiny, score_threshold=0.0).predict(image, QUERY, mode="fast").entities[0]
+    tiny.config.box_source = "mask"
+    try:
+        from_mask = Predictor(tiny, score_threshold=0.0).predict(image, QUERY, mode="fast").entities[0]
+    finally:
+        tiny.config.box_source = "decoder"
+    np.testing.assert_array_equal(from_mask.mask, decoded.mask)  # the mask itself does not change
+    assert from_mask.box == mask_to_box(decoded.mask) != decoded.box
+    with pytest.raises(ValueError, match="box_source must be one of decoder, mask"):
+        type(tiny.config)(box_source="pixels")
+
+
 def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
     """Make the language model emit the answer prefix, then check that generation finds the
     group and grounds it with the state that predicted [SEG]."""

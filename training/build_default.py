@@ -15,8 +15,9 @@
    structures cover each cell. Stage 5, MIMO: the visual prompt encoder, input aligner and
    the patch head's visual tags are added; the four MIMOSeg perspectives are mixed with the
    MediSee data.
-6. The score threshold of stages 4 and 5 is chosen on the validation split
-   (``training.calibrate``: the lowest at which 85% of its absent targets get no entity).
+6. The score threshold and box source of stages 4 and 5 are chosen on the validation split
+   (``training.calibrate``: the lowest threshold at which 85% of its absent targets get no
+   entity; the box decoder's boxes or the masks' tight boxes, whichever hits more).
 7. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
    single-entity baseline) and stage 5; with ``--install`` the model is copied to
    ``medisee/assets/default-model`` (the model the CLI and server use by default) and its
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
     baseline = load_config(ROOT / "training" / "configs" / BASELINE_STAGE).output_dir / "model"
-    for model_dir in (baseline, final):  # both thresholds chosen the same way, on the validation split
+    for model_dir in (baseline, final):  # both calibrated the same way, on the validation split
         calibrate(model_dir, data / "val.jsonl")
     before = evaluate_test_split(baseline, data / "test.jsonl", args.runs / "eval-test-stage4")
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
@@ -99,7 +100,8 @@ def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None
     manifest = json.loads((data / "manifest.json").read_text())
     card = ROOT / "docs" / "MODEL_CARD.md"
     card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install", mimo=mimo,
-                                      before=before, threshold=bundle.config.score_threshold))
+                                      before=before, threshold=bundle.config.score_threshold,
+                                      box_source=bundle.config.box_source))
     log.info("installed the default model in %s; results in %s", target, card)
     return target
 

@@ -49,7 +49,7 @@ SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
 
 
-def _gt_box_pixels(record: Record, mask: np.ndarray) -> tuple[float, float, float, float] | None:
+def gt_box_pixels(record: Record, mask: np.ndarray) -> tuple[float, float, float, float] | None:
     """The ground-truth box in pixels: the record's normalised bbox, else the mask's extent."""
     height, width = mask.shape
     if record.bbox is not None:
@@ -153,7 +153,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
             gt_mask = load_mask(record)
             if gt_mask.shape != image.shape[:2]:
                 raise DataError(f"{record.source}: mask {gt_mask.shape} and image {image.shape[:2]} differ in size")
-            gt_box = _gt_box_pixels(record, gt_mask)
+            gt_box = gt_box_pixels(record, gt_mask)
         splits = [overall, by_class.setdefault(record.class_text, _Split())]
         modality = record.extra.get("modality")
         if modality:

@@ -38,7 +38,8 @@ PIPELINE = (
     "name mixed with \"No\" by how surely the slice shows it; per box or point, the names of what it covers) "
     "are added and everything trains on the four MIMOSeg perspectives mixed with the MediSee data, with the "
     "answer's first (present or not) token weighed up. The score threshold is then chosen on the validation "
-    "split (the lowest at which 85% of its absent targets get no entity)."
+    "split (the lowest at which 85% of its absent targets get no entity), and so is where boxes come from: "
+    "the box decoder or the tight box of the mask (the one with the higher Acc@0.5)."
 )
 
 
@@ -75,7 +76,7 @@ def mimo_section(mimo: dict, before: dict | None, after: dict) -> list[str]:
 
 
 def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE, mimo: dict | None = None,
-           before: dict | None = None, threshold: float | None = None) -> str:
+           before: dict | None = None, threshold: float | None = None, box_source: str | None = None) -> str:
     lines = [
         "# Model card: the bundled default MediSee (tiny preset)",
         "",
@@ -106,7 +107,8 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         "## Held-out test results",
         f"`medisee evaluate --model default --data test.jsonl` ({metrics.get('records')} records, "
         f"{metrics.get('queries')} queries, mode {metrics.get('mode')}"
-        + ("" if threshold is None else f", score threshold {threshold:g} chosen on the validation split") + "):",
+        + ("" if threshold is None else f", score threshold {threshold:g} chosen on the validation split")
+        + ("" if box_source is None else f", boxes from the {box_source} (chosen there too)") + "):",
         "",
         "| goal | measured | target |",
         "|---|---|---|",

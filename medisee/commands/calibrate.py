@@ -1,5 +1,5 @@
-"""``medisee calibrate --model DIR --data val.jsonl``: choose the model's score threshold on
-validation data (code in ``training/calibrate.py``)."""
+"""``medisee calibrate --model DIR --data val.jsonl``: choose the model's score threshold and
+box source on validation data (code in ``training/calibrate.py``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 def register(commands) -> None:
     parser = commands.add_parser(
-        "calibrate", help="choose a trained model's score threshold on validation data",
+        "calibrate", help="choose a trained model's score threshold and box source on validation data",
         description="Measure a trained model on an MLMR-SD-format validation file (never the test split) and "
         "write into its config the lowest score threshold at which the given share of the file's absent "
-        "targets are answered with nothing: below the threshold no entity is reported.",
+        "targets are answered with nothing (below the threshold no entity is reported), and whether boxes come "
+        "from the box decoder or from the masks (the one with the higher Acc@0.5 on the file's present targets).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, help="a MediSee checkpoint folder (rewritten in place)")
@@ -30,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
     result = calibrate(args.model, args.data, absent_goal=args.absent_goal)
     print(f"score threshold {result.threshold:g} written to {args.model}: {100 * result.absent_none:.1f}% of "
           f"{result.absent} absent targets answered with nothing, {100 * result.present_found:.1f}% of "
-          f"{result.present} present targets found")
+          f"{result.present} present targets found; boxes from the {result.box_source} (Acc@0.5 decoder "
+          f"{100 * result.box_acc['decoder']:.1f}%, mask {100 * result.box_acc['mask']:.1f}%)")
     return 0

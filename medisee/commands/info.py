@@ -62,6 +62,7 @@ def describe(config: MediSeeConfig, model: MediSeeModel, title: str) -> str:
         lines.append(f"  patch head: {len(config.patch_classes)} structures ({', '.join(config.patch_classes)})"
                      + (f"; {config.num_tag_tokens} visual-tag tokens in the image slot" if config.visual_tags else ""))
     lines.append(f"  score threshold: {config.score_threshold:g} (below it no entity is reported)")
+    lines.append("  boxes: " + ("the tight box of each mask" if config.box_source == "mask" else "the box decoder's"))
     lines.append(f"  candidate tokens: {' '.join(config.candidate_tokens)} (routers see {' '.join(config.router_input_order)})")
     lines.append(f"  {'component':34s} {'parameters':>15s} {'trainable':>15s}")
     for name, module in components(model):

@@ -12,7 +12,7 @@ from medisee.config import preset
 from medisee.data.mlmr import write_mlmr_jsonl
 from medisee.predictor import Predictor
 from medisee.weights import load_checkpoint, save_checkpoint
-from training.calibrate import calibrate, choose_threshold, presence_scores
+from training.calibrate import Measurements, calibrate, choose_box_source, choose_threshold, measure
 
 from tests.training.test_evaluate import GT, write_record
 
@@ -28,6 +28,16 @@ def test_the_lowest_threshold_that_meets_the_absent_goal_is_chosen():
         choose_threshold(present, [])
 
 
+def test_the_box_source_with_more_hits_among_found_targets_is_chosen():
+    hits = [{"decoder": True, "mask": False}, {"decoder": False, "mask": True}, {"decoder": False, "mask": True},
+            None, {"decoder": True, "mask": True}]
+    measured = Measurements(present=[0.9, 0.8, 0.2, 0.0, 0.7], absent=[0.1], box_hits=hits)
+    assert choose_box_source(measured, 0.1) == ("mask", {"decoder": 0.5, "mask": 0.75})
+    # at 0.5 the third target is not reported: 2 of 3 found targets for each source, a tie keeps the decoder
+    assert choose_box_source(measured, 0.5) == ("decoder", {"decoder": 2 / 3, "mask": 2 / 3})
+    assert choose_box_source(measured, 0.95) == ("decoder", {"decoder": 0.0, "mask": 0.0})  # nothing found
+
+
 def test_calibrate_measures_the_validation_split_and_rewrites_the_threshold(tmp_path, tiny_tokenizer):
     folder = tmp_path / "data"
     folder.mkdir()
@@ -40,10 +50,13 @@ def test_calibrate_measures_the_validation_split_and_rewrites_the_threshold(tmp_
     save_checkpoint(build_random(preset("tiny"), seed=0, tokenizer=tiny_tokenizer), model)
 
     result = calibrate(model, val, absent_goal=0.5)
-    scores = presence_scores(Predictor(load_checkpoint(model), score_threshold=0.0), records)
-    assert (len(scores[0]), len(scores[1])) == (4, 2)  # short and long query of each record
-    assert result == choose_threshold(*scores, absent_goal=0.5)
-    assert json.loads((model / "config.json").read_text())["score_threshold"] == result.threshold
+    measured = measure(Predictor(load_checkpoint(model), score_threshold=0.0), records)
+    assert (len(measured.present), len(measured.absent), len(measured.box_hits)) == (4, 2, 4)  # short + long each
+    expected = choose_threshold(measured.present, measured.absent, absent_goal=0.5)
+    expected.box_source, expected.box_acc = choose_box_source(measured, expected.threshold)
+    assert result == expected
+    saved = json.loads((model / "config.json").read_text())
+    assert (saved["score_threshold"], saved["box_source"]) == (result.threshold, result.box_source)
     assert load_checkpoint(model).config.score_threshold == result.threshold
     assert not list(model.glob("*.partial"))
 
