@@ -217,14 +217,14 @@ class MediSeeConfig:
     max_new_tokens: int = 128
     tokenizer: str | None = None  # folder of the tokenizer; relative paths resolve against the checkpoint
     visual_prompts: VisualPromptConfig | None = None  # None: MediSee as released (box/point only prompt SAM)
-    # Not in the paper: structures a patch head learns to find in each image token (what
-    # share of the patch each covers). A CLIP-like encoder trained from scratch gets no
-    # such dense signal from the language loss alone; pretrained towers do not need it.
+    # Not in the paper: structures a patch head learns to find in each cell of the mask
+    # head's image embedding (what share of the cell each covers). A language model trained
+    # from scratch does not learn from its own loss alone which structures a slice shows.
     patch_classes: tuple[str, ...] = ()
     # Ours, needs ``patch_classes``: the image slot ends with "visual tags", one token per
-    # patch class (the embedding of its name, scaled by the patch head's highest probability
-    # for it on the slice) and, with visual prompts, one per box/point (the names weighed by
-    # the head's probabilities inside the box / under the point): what the slice and the
+    # patch class (its name mixed with "No" by the patch head's highest probability for it
+    # on the slice) and, with visual prompts, one per box/point (the names weighed by the
+    # head's probabilities inside the box / under the point): what the slice and the
     # prompt show, in words the language model already reads.
     visual_tags: bool = False
     # The box reported for an entity: "decoder" (the box decoder, as the paper) or "mask"
