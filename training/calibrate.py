@@ -73,7 +73,7 @@ def measure(predictor, records) -> Measurements:
     from medisee.data.loader import load_image, load_mask
     from medisee.metrics import box_iou, mask_to_box
 
-    from .evaluate import gt_box_pixels
+    from .evaluate import best_entity, gt_box_pixels
 
     out = Measurements()
     for record in records:
@@ -81,7 +81,7 @@ def measure(predictor, records) -> Measurements:
         gt_box = None if record.absent else gt_box_pixels(record, load_mask(record) > 0)
         for query in (record.short, record.long):
             entities = predictor.predict(image, query, mode="fast").entities
-            best = max(entities, key=lambda e: e.score, default=None)
+            best = best_entity(entities)
             score = best.score if best is not None else 0.0
             if record.absent:
                 out.absent.append(score)

@@ -58,7 +58,7 @@ def gt_box_pixels(record: Record, mask: np.ndarray) -> tuple[float, float, float
     return mask_to_box(mask)
 
 
-def _best_entity(entities: list[Entity]) -> Entity | None:
+def best_entity(entities: list[Entity]) -> Entity | None:
     return max(entities, key=lambda e: e.score) if entities else None
 
 
@@ -171,7 +171,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
             except PredictionInputError as err:
                 raise DataError(f"{record.source}: {err}") from err
             seconds = time.perf_counter() - tick
-            best = _best_entity(prediction.entities)
+            best = best_entity(prediction.entities)
             groups = [g for split in splits for g in split.targets(kind)]
             sample = {
                 "source": record.source, "image": str(record.image), "class": record.class_text, "kind": kind,

@@ -218,7 +218,8 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
 
     per_image = config.phase in ("segmentation", "patches")
     units = {k: group_by_image(v[0]) if per_image else v[0] for k, v in sources.items()}
-    structures = slice_structures(all_records) if bundle.model.patch_head is not None else {}
+    # per-sample phases give each sample its slice's structures (per-image phases have them in the group)
+    structures = slice_structures(all_records) if bundle.model.patch_head is not None and not per_image else {}
     sampler = MixedSampler(units, {k: v[1] for k, v in sources.items()}, seed=config.seed + rank)
     per_step = config.batch_size * config.grad_accumulation
     for _ in range(start * per_step):  # replay the draws of the completed steps

@@ -155,7 +155,7 @@ def group_by_image(records: list[Record]) -> list[list[Record]]:
     groups: dict[tuple, list[Record]] = {}
     for record in records:
         if not record.absent and record.mask is not None:
-            groups.setdefault((str(record.image), record.extra.get("slice")), []).append(record)
+            groups.setdefault(slice_key(record), []).append(record)
     return list(groups.values())
 
 
