@@ -60,6 +60,16 @@ class PromptEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def naming_tokens(self, answer: str, names: tuple[str, ...] | list[str], group_end: str) -> list[int]:
+        """Indices into ``answer``'s tokens (as ``encode`` tokenizes them) that carry one of
+        ``names`` (whole words, any case) or the character after each ``group_end`` (the
+        comma or full stop that says whether another group follows)."""
+        text = " " + answer.strip()
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        spans = [m.span() for name in names for m in re.finditer(rf"\b{re.escape(name)}\b", text, re.IGNORECASE)]
+        spans += [(m.end(), m.end() + 1) for m in re.finditer(re.escape(group_end), text) if m.end() < len(text)]
+        return [i for i, (start, end) in enumerate(offsets) if any(start < b and a < end for a, b in spans)]
+
     def encode(self, query: str, answer: str | None = None) -> EncodedPrompt:
         before, after = user_turn(query).split(IMAGE_PLACEHOLDER, 1)
         head = [self.tokenizer.bos_token_id] + self._ids("[INST] " + before)

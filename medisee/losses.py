@@ -2,7 +2,8 @@
 
 L = ce * CE + bce * BCE + dice * Dice + box * (L1 + GIoU)  [+ js * JS + mse * MSE]
 with the weights of ``LossWeights`` (CE 1.0, BCE 2.0, Dice 0.5, box 2.0, JS 2.0, MSE 1.0),
-plus our optional ``decision * CE(first answer token)`` (off by default; see ``LossWeights``).
+plus our optional ``decision * CE(first answer token)``, ``naming * CE(tokens naming a structure
+or following a group)`` and ``patch * BCE(patch head)`` (see ``LossWeights``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,6 @@ def combine(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tenso
     factors = {
         "ce": weights.ce, "bce": weights.bce, "dice": weights.dice,
         "l1": weights.box, "giou": weights.box, "js": weights.js, "mse": weights.mse,
-        "decision": weights.decision, "patch": weights.patch,
+        "decision": weights.decision, "naming": weights.naming, "patch": weights.patch,
     }
     return sum(factors[name] * value for name, value in terms.items())

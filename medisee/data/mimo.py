@@ -33,6 +33,8 @@ from .templates import DEFAULT_CANDIDATES, grounded_answer, grouped_answer
 PERSPECTIVES = ("I", "II", "III", "IV")
 BOX_JITTER = 0.05  # each edge moves by up to this fraction of the box's width or height
 POINT_JITTER = 0.05  # the centroid moves by up to this fraction of the box's width or height
+NESTED_SHARE = 0.9  # a structure holding this share of another one's mask contains it
+SAME_BOX_IOU = 0.9  # two structures whose boxes overlap this much cannot be told apart by a box
 
 __all__ = [
     "PERSPECTIVES",
@@ -42,6 +44,7 @@ __all__ = [
     "join_labels",
     "label_guided",
     "prompt_perceiving",
+    "prompt_kinds",
     "prompt_point",
     "prompted_question",
     "reasoning_question",
@@ -95,6 +98,34 @@ def prompt_point(mask: np.ndarray, rng: random.Random, amount: float = POINT_JIT
     cy = ys.mean() + rng.uniform(-amount, amount) * (ys.max() - ys.min() + 1)
     nearest = int(np.argmin((xs - cx) ** 2 + (ys - cy) ** 2))
     return [round((xs[nearest] + 0.5) / width, 4), round((ys[nearest] + 0.5) / height, 4)]
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def prompt_kinds(target: Record, others: Sequence[Record]) -> tuple[str, ...]:
+    """The visual prompts that single ``target`` out among the ``others`` on its slice, so
+    that a prompted question has one right answer: none when the target contains another
+    structure (every box or point on the brain is also on its grey or white matter), only
+    a point when another structure has nearly the same box (the grey matter's box is the
+    brain's), else a box or a point."""
+    _check_present(target)
+    mask = read_mask(target.mask, target.source or str(target.mask))
+    kinds = ("box", "point")
+    for other in others:
+        if other.absent or other.mask is None or other.bbox is None:
+            continue
+        inner = read_mask(other.mask, other.source or str(other.mask))
+        if inner.shape == mask.shape and inner.any() and (inner & mask).sum() >= NESTED_SHARE * inner.sum():
+            return ()
+        if _box_iou(target.bbox, other.bbox) >= SAME_BOX_IOU:
+            kinds = ("point",)
+    return kinds
 
 
 def _visual_prompt(record: Record, rng: random.Random, kind: str | None) -> dict[str, list[float]]:
@@ -158,9 +189,9 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
 def instructions(records: Sequence[Record], split: str, rng: random.Random,
                  candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES) -> list[Record]:
     """Every perspective for every image: I over all its present targets, over a random pair
-    (two named structures is the common request) and over each target alone, then II for
-    each target and III and IV for each target the knowledge base knows. Absent targets are
-    skipped."""
+    (two named structures is the common request) and over each target alone, then III for
+    each target the knowledge base knows, and II and IV (that one too only when known) for
+    each target a prompt can single out (``prompt_kinds``). Absent targets are skipped."""
     by_image: dict = {}
     for record in records:
         if not record.absent and record.mask is not None:
@@ -173,8 +204,11 @@ def instructions(records: Sequence[Record], split: str, rng: random.Random,
         if len(targets) >= 2:
             out.extend(label_guided([target], rng, candidate_tokens) for target in targets)
         for target in targets:
-            out.append(prompt_perceiving(target, rng, candidate_tokens=candidate_tokens))
+            kinds = prompt_kinds(target, [t for t in targets if t is not target])
+            if kinds:
+                out.append(prompt_perceiving(target, rng, rng.choice(kinds), candidate_tokens))
             if find_structure(target.class_text) is not None:
                 out.append(reasoning_question(target, split, rng, candidate_tokens))
-                out.append(prompted_question(target, split, rng, candidate_tokens=candidate_tokens))
+                if kinds:
+                    out.append(prompted_question(target, split, rng, rng.choice(kinds), candidate_tokens))
     return out

@@ -131,6 +131,8 @@ class MediSee:
         terms = self._supervised_terms(fwd, tokens, samples)
         if (weights or self.config.loss).decision > 0:
             terms["decision"] = self._decision_term(fwd, tokens)
+        if (weights or self.config.loss).naming > 0:
+            terms["naming"] = self._naming_term(fwd, tokens, [s.answer for s in samples])
         if self.model.patch_head is not None and (weights or self.config.loss).patch > 0:
             known = [i for i, s in enumerate(samples) if s.structures is not None]
             if known:
@@ -200,6 +202,24 @@ class MediSee:
         start = tokens.answer_start.to(fwd.hidden.device)
         logits = self.model.mllm.logits(fwd.hidden[rows, start - 1])
         return losses.text_ce_loss(logits, tokens.input_ids[rows, start])
+
+    def _naming_term(self, fwd, tokens: TokenBatch, answers: list[str]) -> torch.Tensor:
+        """CE of the answer tokens that name a structure or follow a grounded group
+        (``PromptEncoder.naming_tokens``), each predicted from the state before it."""
+        names = list(self.config.patch_classes)
+        end = self.config.candidate_tokens[-1]
+        rows, positions = [], []
+        for row, answer in enumerate(answers):
+            start = int(tokens.answer_start[row])
+            for index in self.prompts.naming_tokens(answer, names, end):
+                rows.append(row)
+                positions.append(start + index)
+        if not rows:
+            return fwd.hidden.sum() * 0.0
+        rows_t = torch.tensor(rows, device=fwd.hidden.device)
+        positions_t = torch.tensor(positions, device=fwd.hidden.device)
+        logits = self.model.mllm.logits(fwd.hidden[rows_t, positions_t - 1])
+        return losses.text_ce_loss(logits, tokens.input_ids[rows_t, positions_t])
 
     def patch_loss(self, images: list[np.ndarray], structures: list[dict[str, np.ndarray]],
                    weights: LossWeights | None = None) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
 from .preprocess import image_cells
 from .seg_head import MaskHead
-from .visual_prompts import InputAligner, VisualPromptEncoder, region_features
+from .visual_prompts import InputAligner, VisualPromptEncoder, prompt_class_weights
 
 
 @dataclass
@@ -200,8 +200,8 @@ class MediSeeModel(nn.Module):
                     points: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K [+ 1 + P], H): per patch class, p * name + (1 - p) * "No", with p the patch
         head's highest probability for the class on the slice (a mixture, not a scaled name:
-        the LLM's RMSNorm would undo a scale); per given prompt, the names weighed by the
-        head's probabilities inside the box / under the point (zero when absent).
+        the LLM's RMSNorm would undo a scale); per given prompt, the names weighed by how
+        surely it marks each structure (``prompt_class_weights``; zero when absent).
         ``probs`` (B, N, K) come from ``patch_probabilities``; boxes and points are
         normalised to the image, the frame of its cells."""
         ids = self.tag_word_ids
@@ -215,7 +215,7 @@ class MediSeeModel(nn.Module):
         tags = [present * names + (1 - present) * no]
         if self.prompt_encoder is not None:
             coords, given = self.prompt_encoder.coordinates(boxes, points)
-            tags.append(region_features(probs, coords, given) @ names)
+            tags.append(prompt_class_weights(probs, coords, given) @ names)
         return torch.cat(tags, dim=1)
 
     def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,

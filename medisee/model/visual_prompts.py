@@ -21,6 +21,8 @@ from ..config import VisualPromptConfig
 
 BOX_START, BOX_END, POINT, NOT_A_PROMPT = range(4)
 IMAGE_SOURCE, TEXT_SOURCE, PROMPT_SOURCE = range(3)
+# below this total score a prompt marks nothing clearly: its weights are not scaled up to one
+PROMPT_SCORE_FLOOR = 0.05
 
 
 class VisualPromptEncoder(nn.Module):
@@ -76,32 +78,74 @@ class VisualPromptEncoder(nn.Module):
         return self.positional_encoding(torch.stack([xs.flatten(), ys.flatten()], dim=-1))
 
 
-def region_features(image: torch.Tensor, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """(B, 1 + P, hidden) from (B, 2 + P, 2) corners and points: for the box the mean of the
-    image tokens whose cell centres lie inside it (the nearest cell to its centre when none
-    does), for each point the bilinearly sampled token under it; zeros for absent prompts."""
-    batch, count, hidden = image.shape
-    side = int(round(count ** 0.5))
-    if side * side != count:
-        raise ValueError(f"{count} image tokens do not form a square grid")
-    grid = image.transpose(1, 2).reshape(batch, hidden, side, side)
-    safe = torch.nan_to_num(coords, nan=0.5).clamp(0, 1)
-    sampled = nn.functional.grid_sample(grid, (safe[:, None, 2:] * 2 - 1), align_corners=False)  # (B, H, 1, P)
-    points = sampled[:, :, 0].transpose(1, 2)
-    centres = (torch.arange(side, device=image.device, dtype=image.dtype) + 0.5) / side
+def _grid(image: torch.Tensor) -> int:
+    side = int(round(image.shape[1] ** 0.5))
+    if side * side != image.shape[1]:
+        raise ValueError(f"{image.shape[1]} image tokens do not form a square grid")
+    return side
+
+
+def _box_cells(safe: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, side * side) 1 for the cells whose centres lie inside each row's box (corners
+    ``safe[:, :2]``), else the one cell nearest the box's centre; row-major."""
+    batch = safe.shape[0]
+    centres = (torch.arange(side, device=safe.device, dtype=safe.dtype) + 0.5) / side
     x0, y0, x1, y1 = safe[:, 0, 0], safe[:, 0, 1], safe[:, 1, 0], safe[:, 1, 1]
     inside_x = (centres >= x0[:, None]) & (centres <= x1[:, None])  # (B, side)
     inside_y = (centres >= y0[:, None]) & (centres <= y1[:, None])
-    inside = (inside_y[:, :, None] & inside_x[:, None, :]).flatten(1).to(image.dtype)  # (B, N), row-major
+    inside = (inside_y[:, :, None] & inside_x[:, None, :]).flatten(1).to(safe.dtype)  # (B, N), row-major
     nearest = torch.zeros_like(inside)
     cx = ((x0 + x1) / 2 * side).long().clamp(0, side - 1)
     cy = ((y0 + y1) / 2 * side).long().clamp(0, side - 1)
     nearest[torch.arange(batch), cy * side + cx] = 1.0
-    weights = torch.where(inside.sum(1, keepdim=True) > 0, inside, nearest)
+    return torch.where(inside.sum(1, keepdim=True) > 0, inside, nearest)
+
+
+def _sample_points(image: torch.Tensor, safe: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, P, C): ``image`` (B, N, C) bilinearly sampled at the points ``safe[:, 2:]``."""
+    batch, _, channels = image.shape
+    grid = image.transpose(1, 2).reshape(batch, channels, side, side)
+    sampled = nn.functional.grid_sample(grid, (safe[:, None, 2:] * 2 - 1), align_corners=False)  # (B, C, 1, P)
+    return sampled[:, :, 0].transpose(1, 2)
+
+
+def _given(present: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + P): the box (both corners) and each point, where given."""
+    return torch.cat([present[:, :2].all(1, keepdim=True), present[:, 2:]], dim=1)
+
+
+def region_features(image: torch.Tensor, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + P, hidden) from (B, 2 + P, 2) corners and points: for the box the mean of the
+    image tokens whose cell centres lie inside it (the nearest cell to its centre when none
+    does), for each point the bilinearly sampled token under it; zeros for absent prompts."""
+    side = _grid(image)
+    safe = torch.nan_to_num(coords, nan=0.5).clamp(0, 1)
+    weights = _box_cells(safe, side)
     box = (weights.unsqueeze(-1) * image).sum(1) / weights.sum(1, keepdim=True)
-    out = torch.cat([box.unsqueeze(1), points], dim=1)
-    given = torch.cat([present[:, :2].all(1, keepdim=True), present[:, 2:]], dim=1)
-    return out * given.unsqueeze(-1).to(out.dtype)
+    out = torch.cat([box.unsqueeze(1), _sample_points(image, safe, side)], dim=1)
+    return out * _given(present).unsqueeze(-1).to(out.dtype)
+
+
+def prompt_class_weights(probs: torch.Tensor, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + P, K): which of K structures each prompt marks, from ``probs`` (B, N, K), the
+    patch head's per-cell probabilities on a square grid in the frame of ``coords``.
+
+    A box is scored by how much of the box the structure fills times the square of how much
+    of the structure the box holds, so the structure the box frames beats neighbours it
+    clips and a large organ it sits inside; a point by the probability under it times the
+    share of the image the structure leaves free, so the finer of two nested structures
+    (grey matter in the brain) wins. Scores are normalised to sum to one per prompt (less
+    where nothing is marked); zeros for absent prompts."""
+    side = _grid(probs)
+    safe = torch.nan_to_num(coords, nan=0.5).clamp(0, 1)
+    cells = _box_cells(safe, side).unsqueeze(-1)  # (B, N, 1)
+    held = (cells * probs).sum(1)  # (B, K)
+    area = probs.sum(1)
+    box = (held / cells.sum(1)) * (held / area.clamp(min=1e-6)) ** 2
+    points = _sample_points(probs, safe, side) * (1 - area / probs.shape[1]).unsqueeze(1)
+    scores = torch.cat([box.unsqueeze(1), points], dim=1)
+    scores = scores / scores.sum(-1, keepdim=True).clamp(min=PROMPT_SCORE_FLOOR)
+    return scores * _given(present).unsqueeze(-1).to(scores.dtype)
 
 
 class AlignerLayer(nn.Module):

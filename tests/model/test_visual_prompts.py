@@ -387,6 +387,28 @@ def test_region_features_pool_the_box_and_sample_the_point():
         region_features(torch.zeros(1, 6, 3), coords, torch.tensor([[True, True, True]]))
 
 
+def test_prompt_class_weights_pick_the_framed_structure_and_the_finer_of_nested_ones():
+    from medisee.model.visual_prompts import PROMPT_SCORE_FLOOR, prompt_class_weights
+
+    side = 8
+    probs = torch.zeros(1, side, side, 3)
+    probs[0, 1:7, 1:7, 0] = 0.9  # a large organ
+    probs[0, 2:4, 2:4, 1] = 0.9  # a small structure inside it (nested: the point on it is on both)
+    probs[0, 5:8, 5:8, 2] = 0.9  # a neighbour the box below clips
+    flat = probs.flatten(1, 2)
+    box = torch.tensor([[[2 / 8, 2 / 8], [4 / 8, 4 / 8], [3 / 8, 3 / 8]]])  # frames the small one; point on it
+    weights = prompt_class_weights(flat, box, torch.tensor([[True, True, True]]))
+    assert weights[0, 0].argmax() == 1 and weights[0, 1].argmax() == 1
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2))
+    big = torch.tensor([[[1 / 8, 1 / 8], [7 / 8, 7 / 8], [NAN, NAN]]])  # frames the organ, clips the neighbour
+    weights = prompt_class_weights(flat, big, torch.tensor([[True, True, False]]))
+    assert weights[0, 0].argmax() == 0 and weights[0, 1].abs().sum() == 0  # no point: zeros
+    empty = torch.full((1, side * side, 3), 0.001)  # nothing clearly marked: scores divided by the floor
+    weights = prompt_class_weights(empty, box, torch.tensor([[True, True, True]]))
+    point_scores = torch.full((3,), 0.001 * (1 - 0.001))
+    torch.testing.assert_close(weights[0, 1], point_scores / PROMPT_SCORE_FLOOR)
+
+
 def test_region_tokens_join_the_slot_and_read_only_the_image_under_the_prompt(tiny_tokenizer):
     config = dataclasses.replace(preset("tiny"), visual_prompts=dataclasses.replace(
         preset("tiny").visual_prompts, region_features=True))
@@ -437,7 +459,11 @@ def test_visual_tags_are_the_class_names_mixed_by_the_patch_heads_probabilities(
     with torch.no_grad():
         torch.testing.assert_close(tags[0, 0], 0.8 * liver + 0.2 * no)
         torch.testing.assert_close(tags[0, 1], 0.1 * kidney + 0.9 * no)
-        torch.testing.assert_close(tags[0, 2], 0.8 * liver + 0.1 * kidney)  # what the box covers
+        # what the box marks: liver fills 0.8 of it and lies wholly inside (0.8 * 1 ** 2); the
+        # kidney fills 0.1 of it and the box holds a quarter of it (0.1 * 0.25 ** 2)
+        scores = torch.tensor([0.8, 0.1 * 0.25**2])
+        weights = scores / scores.sum()
+        torch.testing.assert_close(tags[0, 2], weights[0] * liver + weights[1] * kidney)
         assert tags[0, 3].abs().sum() == 0 and tags[1, 2:].abs().sum() == 0  # no point, no box
         torch.testing.assert_close(tags[1, :2], tags[0, :2])  # the slice's tags do not depend on the prompt
     with pytest.raises(ValueError, match="patch head's probabilities"):
