@@ -102,6 +102,10 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # Ours (off unless configured): a small convolution stem on the input pixels adds detail
+    # at the mask resolution to the decoder's upscaled embedding, as HQ-SAM adds early
+    # features; its last layer starts at zero, so adding it to a trained model changes nothing.
+    fine_features: bool = False
 
     @property
     def embedding_size(self) -> int:

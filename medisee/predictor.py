@@ -200,17 +200,9 @@ class Predictor:
             first = {k: images[keys.index(k)] for k in todo}
             fresh = self.model.encode_images(list(first.values()))
             for i, k in enumerate(todo):
-                cached[k] = ImageEncoding(
-                    fresh.sam[i : i + 1], fresh.clip[i : i + 1], fresh.resized[i : i + 1], fresh.original[i : i + 1]
-                )
+                cached[k] = fresh.select([i])
                 self.cache.put(k, cached[k])
-        parts = [cached[k] for k in keys]
-        return ImageEncoding(
-            sam=torch.cat([p.sam for p in parts]),
-            clip=torch.cat([p.clip for p in parts]),
-            resized=[p.resized[0] for p in parts],
-            original=[p.original[0] for p in parts],
-        )
+        return ImageEncoding.concat([cached[k] for k in keys])
 
     def _run_fast(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model

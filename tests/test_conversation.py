@@ -1,6 +1,7 @@
 from medisee.conversation import IGNORE_INDEX, answer_prefix, candidate_phrase, parse_answer
 
 TOKENS = ("[SEG]", "[BBOX]")
+QUERY_TEXT = "which organ filters the blood?"
 
 
 def test_prompt_layout_marks_image_slot_and_supervises_only_the_answer(tiny_shared):
@@ -17,6 +18,18 @@ def test_prompt_layout_marks_image_slot_and_supervises_only_the_answer(tiny_shar
     assert encoded.labels[encoded.answer_start :] == ids[encoded.answer_start :]
     answer = bundle.tokenizer.decode(ids[encoded.answer_start : -1])
     assert answer.strip() == "Sure, it is [SEG] and [BBOX]."
+
+
+def test_naming_tokens_cover_the_names_and_the_character_after_each_group(tiny_shared):
+    prompts, tokenizer = tiny_shared.prompts, tiny_shared.tokenizer
+    answer = "Sure, <p>Liver</p> [SEG] and [BBOX], <p>left kidney</p> [SEG] and [BBOX]. The liverish one."
+    ids = prompts.encode(QUERY_TEXT, answer).input_ids
+    start = prompts.encode(QUERY_TEXT, answer).answer_start
+    picked = prompts.naming_tokens(answer, ["liver", "left kidney"], "[BBOX]")
+    text = tokenizer.decode([ids[start + i] for i in picked])
+    # tokens that overlap a name (with the tags they are merged with) and the group ends; not "liverish"
+    assert text.replace(" ", "").replace("<p>", "").replace("</p>", "") == "Liver,leftkidney."
+    assert prompts.naming_tokens("No, nothing here.", ["liver"], "[BBOX]") == []
 
 
 def test_candidate_phrase_and_prefix():

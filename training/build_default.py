@@ -14,12 +14,13 @@
 5. Stage 5a, patches: a patch head on the mask head's image embedding learns, alone, which
    structures cover each cell. Stage 5, MIMO: the visual prompt encoder, input aligner and
    the patch head's visual tags are added; the four MIMOSeg perspectives are mixed with the
-   MediSee data.
-6. The score threshold and box source of stages 4 and 5 are chosen on the validation split
+   MediSee data. Stage 5b, masks: a fine-feature stem on the pixels joins the mask
+   decoder, and the two train alone on the same data.
+6. The score threshold and box source of stages 4 and 5b are chosen on the validation split
    (``training.calibrate``: the lowest threshold at which 85% of its absent targets get no
    entity; the box decoder's boxes or the masks' tight boxes, whichever hits more).
 7. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
-   single-entity baseline) and stage 5; with ``--install`` the model is copied to
+   single-entity baseline) and stage 5b; with ``--install`` the model is copied to
    ``medisee/assets/default-model`` (the model the CLI and server use by default) and its
    results are written into docs/MODEL_CARD.md.
 Each stage resumes if interrupted; finished stages are skipped.
@@ -41,7 +42,7 @@ from .train import run
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-presence.yaml", "tiny-3-end-to-end.yaml",
-          "tiny-4-finetune.yaml", "tiny-5a-patches.yaml", "tiny-5-mimo.yaml")
+          "tiny-4-finetune.yaml", "tiny-5a-patches.yaml", "tiny-5-mimo.yaml", "tiny-5b-masks.yaml")
 BASELINE_STAGE = "tiny-4-finetune.yaml"  # the single-entity model the MIMO stage starts from
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from medisee.data.mimo import PERSPECTIVES
 
-PHASES = ("segmentation", "patches", "pretrain", "end_to_end", "finetune")
+PHASES = ("segmentation", "patches", "masks", "pretrain", "end_to_end", "finetune")
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TrainConfig:
     train: list[DataSource]
     init: str = "preset:tiny"  # "preset:NAME", "checkpoint:PATH" or "default"
     phase: str = "end_to_end"  # segmentation: box-prompted mask head only; patches: the patch head only;
+    #                            masks: the mask decoder (and its fine stem) only, from the full loss;
     #                            pretrain: everything trains (tiny only); end_to_end: eq. 4; finetune: + similarity loss
     val: Path | None = None
     val_limit: int = 64  # validation records evaluated at each eval

@@ -28,16 +28,18 @@ def _pct(value) -> str:
 
 
 PIPELINE = (
-    "(about 110 minutes on 2 CPU cores) runs seven stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
+    "(about 2 hours on 2 CPU cores) runs eight stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
     "language model), pretraining from scratch (everything trains; half the masks prompted with the "
     "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
     "phase (LoRA on the language model; mask decoder, routers and "
     "heads trained; encoders frozen), fine-tuning with the similarity loss, a patch head of ours learning alone "
-    "which structures cover each cell of the mask head's image embedding, and the MIMO stage: the "
+    "which structures cover each cell of the mask head's image embedding, the MIMO stage: the "
     "visual prompt encoder, input aligner, region tokens and the patch head's visual tags (per structure, its "
-    "name mixed with \"No\" by how surely the slice shows it; per box or point, the names of what it covers) "
+    "name mixed with \"No\" by how surely the slice shows it; per box or point, the names of what it marks) "
     "are added and everything trains on the four MIMOSeg perspectives mixed with the MediSee data, with the "
-    "answer's first (present or not) token weighed up. The score threshold is then chosen on the validation "
+    "answer's first (present or not) token and the words that name structures or end a group weighed up; "
+    "and a stem of fine pixel features joining the mask decoder, the two trained alone. The score threshold "
+    "is then chosen on the validation "
     "split (the lowest at which 85% of its absent targets get no entity), and so is where boxes come from: "
     "the box decoder or the tight box of the mask (the one with the higher Acc@0.5)."
 )
@@ -140,7 +142,8 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         "- Trained on synthetic phantoms and one brain template: it has never seen a real patient.",
         "- Its knowledge is the project's small knowledge base (14 structures); any other structure",
         "  is outside what it can name or find.",
-        "- Masks come from a 32x32 image embedding (128x128 mask logits), so thin structures lose detail.",
+        "- Masks are decoded from a 32x32 image embedding with no finer image features (SAM's decoder",
+        "  has no skip connections), so thin structures such as the cortical ribbon lose detail.",
         "- Explanations are learned from templates and can be wrong even when the mask is right.",
         "",
     ]

@@ -28,7 +28,7 @@ import torch
 
 from medisee.atomic import write_json
 from medisee.model import MediSee
-from medisee.model.trainable import configure_trainable, count_parameters, train_only
+from medisee.model.trainable import MASK_DECODER, configure_trainable, count_parameters, train_only
 
 from . import checkpoints
 from .config import TrainConfig, load_config, to_dict
@@ -197,6 +197,8 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
         if bundle.model.patch_head is None:
             raise ValueError("phase patches needs a model with patch_classes (model_changes: {patch_classes: [...]})")
         trainable = train_only(bundle.model, "patch_head.")
+    elif config.phase == "masks":  # the mask decoder alone learns from the answers' seg tokens
+        trainable = train_only(bundle.model, MASK_DECODER)
     else:
         trainable = configure_trainable(bundle.model, train_encoders=config.phase == "pretrain")
     log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,

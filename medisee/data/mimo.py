@@ -33,7 +33,7 @@ from .templates import DEFAULT_CANDIDATES, grounded_answer, grouped_answer
 PERSPECTIVES = ("I", "II", "III", "IV")
 BOX_JITTER = 0.05  # each edge moves by up to this fraction of the box's width or height
 POINT_JITTER = 0.05  # the centroid moves by up to this fraction of the box's width or height
-NESTED_SHARE = 0.9  # a structure holding this share of another one's mask contains it
+NESTED_SHARE = 0.9  # a structure holding this share of a smaller one's mask contains it
 SAME_BOX_IOU = 0.9  # two structures whose boxes overlap this much cannot be told apart by a box
 
 __all__ = [
@@ -121,7 +121,8 @@ def prompt_kinds(target: Record, others: Sequence[Record]) -> tuple[str, ...]:
         if other.absent or other.mask is None or other.bbox is None:
             continue
         inner = read_mask(other.mask, other.source or str(other.mask))
-        if inner.shape == mask.shape and inner.any() and (inner & mask).sum() >= NESTED_SHARE * inner.sum():
+        smaller = inner.shape == mask.shape and 0 < inner.sum() < mask.sum()
+        if smaller and (inner & mask).sum() >= NESTED_SHARE * inner.sum():
             return ()
         if _box_iou(target.bbox, other.bbox) >= SAME_BOX_IOU:
             kinds = ("point",)

@@ -154,6 +154,7 @@ class MediSee:
 
         sam_pixels, _, resized, original = self.prepare_images(images)
         embeddings = self.model.mask_head.encode_image(sam_pixels)
+        fine = self.model.mask_head.encode_fine(sam_pixels)
         image_of, prompts, targets = [], [], []
         for i, (image_masks, image_boxes) in enumerate(zip(masks, boxes)):
             for mask, box in zip(image_masks, image_boxes):
@@ -169,8 +170,9 @@ class MediSee:
         index = torch.tensor(image_of)
         scale = torch.tensor([[resized[i][1], resized[i][0]] * 2 for i in image_of], dtype=torch.float32)
         seg = torch.zeros(len(image_of), self.config.sam.prompt_dim, device=self.device, dtype=embeddings.dtype)
-        low_res, _ = self.model.mask_head.decode(embeddings[index.to(self.device)], seg,
-                                                 (prompts.clamp(0, 1) * scale).to(self.device))
+        rows = index.to(self.device)
+        low_res, _ = self.model.mask_head.decode(embeddings[rows], seg, (prompts.clamp(0, 1) * scale).to(self.device),
+                                                 fine=None if fine is None else fine[rows])
         size = self.config.sam.image_size
         bce, dice = [], []
         for g, i in enumerate(image_of):

@@ -32,6 +32,25 @@ class ImageEncoding:
     clip: torch.Tensor  # (I, N, H) projected CLIP patch features
     resized: list[tuple[int, int]]  # per image, (h, w) after resize-longest-side
     original: list[tuple[int, int]]  # per image, (H, W)
+    fine: torch.Tensor | None = None  # (I, c, 4e, 4e) the mask head's fine features (``SamConfig.fine_features``)
+
+    def select(self, rows: list[int]) -> "ImageEncoding":
+        """The encodings of ``rows`` (in that order)."""
+        index = torch.tensor(rows, device=self.sam.device)
+        return ImageEncoding(self.sam[index], self.clip[index], [self.resized[r] for r in rows],
+                             [self.original[r] for r in rows], None if self.fine is None else self.fine[index])
+
+    @staticmethod
+    def concat(parts: list["ImageEncoding"]) -> "ImageEncoding":
+        """One encoding of every image of ``parts``, in order."""
+        fine = [p.fine for p in parts]
+        return ImageEncoding(
+            sam=torch.cat([p.sam for p in parts]),
+            clip=torch.cat([p.clip for p in parts]),
+            resized=[size for p in parts for size in p.resized],
+            original=[size for p in parts for size in p.original],
+            fine=None if any(f is None for f in fine) else torch.cat(fine),
+        )
 
 
 @dataclass
@@ -123,12 +142,15 @@ class MediSeeModel(nn.Module):
             p.requires_grad for module in encoders for p in module.parameters()
         )
         with torch.set_grad_enabled(needs_grad):
-            return ImageEncoding(
+            encoding = ImageEncoding(
                 sam=self.mask_head.encode_image(sam_pixels),
                 clip=self.mllm.encode_images(clip_pixels),
                 resized=list(resized),
                 original=list(original),
             )
+        # the fine stem trains with the mask decoder, whatever the encoders do
+        encoding.fine = self.mask_head.encode_fine(sam_pixels)
+        return encoding
 
     # -- the language model's input ------------------------------------------------------
     def embed_inputs(
@@ -301,9 +323,8 @@ class MediSeeModel(nn.Module):
             boxes_norm = torch.where(torch.isnan(prompt_boxes), boxes_norm, prompt_boxes)
         boxes = boxes_norm * scale.repeat(1, 2)
         points = None if prompt_points is None else prompt_points.to(scale) * scale.unsqueeze(1)
-        low_res, quality = self.mask_head.decode(
-            images.sam[image_of_group], outputs.seg_embeddings, boxes, points
-        )
+        fine = None if images.fine is None else images.fine[image_of_group]
+        low_res, quality = self.mask_head.decode(images.sam[image_of_group], outputs.seg_embeddings, boxes, points, fine)
         size = self.config.sam.image_size
         outputs.mask_logits = [
             postprocess_masks(low_res[g : g + 1], size, images.resized[i], images.original[i])[0]

@@ -14,6 +14,21 @@ from transformers import SamModel
 
 from ..config import SamConfig
 
+FINE_WIDTH = 16  # channels of the fine-feature stem's hidden layers
+
+
+def fine_stem(out_channels: int) -> nn.Sequential:
+    """Pixels (B, 3, S, S) -> (B, out_channels, S/2, S/2), the mask decoder's upscaled grid
+    (4x the 16x-or-8x embedding for SAM's patch sizes; checked at decode time). The last
+    layer is zero-initialised: the stem adds nothing until it trains."""
+    stem = nn.Sequential(
+        nn.Conv2d(3, FINE_WIDTH, 3, stride=2, padding=1), nn.GELU(),
+        nn.Conv2d(FINE_WIDTH, FINE_WIDTH, 3, padding=1), nn.GELU(),
+        nn.Conv2d(FINE_WIDTH, out_channels, 1),
+    )
+    nn.init.zeros_(stem[-1].weight)
+    nn.init.zeros_(stem[-1].bias)
+    return stem
 
 
 class MaskHead(nn.Module):
@@ -26,10 +41,16 @@ class MaskHead(nn.Module):
         # coordinates become noise-like high frequencies and the decoder cannot place a box.
         with torch.no_grad():
             self.sam.shared_image_embedding.positional_embedding.normal_(0.0, 1.0)
+        # SAM's decoder upscales to prompt_dim / 8 channels; the stem adds to those
+        self.fine_stem = fine_stem(config.prompt_dim // 8) if config.fine_features else None
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> image embeddings (B, prompt_dim, S/p, S/p)."""
         return self.sam.vision_encoder(pixel_values).last_hidden_state
+
+    def encode_fine(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """(B, prompt_dim / 8, S/2, S/2) fine features, or None without the stem."""
+        return None if self.fine_stem is None else self.fine_stem(pixel_values)
 
     def decode(
         self,
@@ -37,6 +58,7 @@ class MaskHead(nn.Module):
         seg_embeddings: torch.Tensor,
         boxes_xyxy: torch.Tensor | None,
         points_xy: torch.Tensor | None = None,
+        fine: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per prompt.
 
@@ -44,6 +66,8 @@ class MaskHead(nn.Module):
         seg_embeddings: (N, C) from the seg projection.
         boxes_xyxy: (N, 4) in SAM input pixels, or None.
         points_xy: (N, P, 2) positive clicks in SAM input pixels (NaN rows: none), or None.
+        fine: (N, prompt_dim / 8, 4e, 4e) from ``encode_fine``, added to the decoder's
+        upscaled embedding before its last activation; None for models without the stem.
         Returns low-resolution logits (N, 1, 4e, 4e) and the IoU prediction (N, 1).
         """
         encoder = self.sam.prompt_encoder
@@ -62,11 +86,24 @@ class MaskHead(nn.Module):
             n, -1, image_embeddings.shape[-2], image_embeddings.shape[-1]
         )
         positional = self.sam.get_image_wide_positional_embeddings().expand(n, -1, -1, -1)
-        masks, iou = self.sam.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_positional_embeddings=positional.to(image_embeddings.dtype),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense.to(image_embeddings.dtype),
-            multimask_output=False,
-        )
+        decoder = self.sam.mask_decoder
+        # transformers' decoder has no input for extra features: a hook adds them to the
+        # output of its last upscaling convolution, for this call only
+        hook = None
+        if fine is not None:
+            expected = (n, decoder.upscale_conv2.out_channels, 4 * image_embeddings.shape[-2], 4 * image_embeddings.shape[-1])
+            if tuple(fine.shape) != expected:
+                raise ValueError(f"fine features {tuple(fine.shape)} do not match the decoder's upscaled grid {expected}")
+            hook = decoder.upscale_conv2.register_forward_hook(lambda module, args, out: out + fine.to(out.dtype))
+        try:
+            masks, iou = decoder(
+                image_embeddings=image_embeddings,
+                image_positional_embeddings=positional.to(image_embeddings.dtype),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.to(image_embeddings.dtype),
+                multimask_output=False,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
         return masks[:, 0], iou[:, 0]

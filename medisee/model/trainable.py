@@ -9,10 +9,11 @@ from torch import nn
 from ..config import LoraSettings
 
 FIXED_SUFFIX = "positional_embedding"  # SAM's random Fourier features (a buffer in segment-anything)
+MASK_DECODER = ("mask_head.sam.mask_decoder.", "mask_head.fine_stem.")  # the stem is ours (SamConfig.fine_features)
 FULLY_TRAINED = (
     "mllm.language_model.lm_head.",
     "mllm.language_model.model.embed_tokens.",
-    "mask_head.sam.mask_decoder.",
+    *MASK_DECODER,
     "text_hidden_fcs.",
     "bbox_decoder.",
     "router_seg.",
@@ -59,8 +60,8 @@ def configure_trainable(model: nn.Module, train_encoders: bool = False) -> list[
     return names
 
 
-def train_only(model: nn.Module, prefix: str) -> list[str]:
-    """Freeze everything but the parameters under ``prefix``; returns their names."""
+def train_only(model: nn.Module, prefix: str | tuple[str, ...]) -> list[str]:
+    """Freeze everything but the parameters under ``prefix`` (one or several); returns their names."""
     names = []
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(prefix) and not name.endswith(FIXED_SUFFIX))

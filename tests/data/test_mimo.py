@@ -1,5 +1,6 @@
 import random
 
+import numpy as np
 import pytest
 
 from medisee.conversation import parse_answer
@@ -95,3 +96,18 @@ def test_instructions_cover_all_perspectives(targets, tmp_path):
     pairs = [r for r in out if r.extra["perspective"] == "I" and len(r.extra.get("targets", [])) == 2]
     assert len(pairs) == 1 and len(out[0].extra["targets"]) == 3  # all three, then one named pair, then each alone
     assert mimo.join_labels(["a", "b", "c"]) == "a, b and c"
+
+
+def test_prompts_single_out_their_target(targets, scan, write_png):
+    """No prompt for a structure that contains another (every box or point on it is on the
+    inner one too); only a point where another structure has nearly the same box."""
+    liver, ring = targets
+    assert mimo.prompt_kinds(liver, [ring]) == ("box", "point")
+    grown = scan["liver_mask"] | np.roll(scan["liver_mask"], 1, axis=1)  # holds the liver, one column wider
+    outer = Record(liver.image, write_png("masks/outer.png", grown), "brain", "q", "q", mask_bbox(grown), source="t:3")
+    assert mimo.prompt_kinds(outer, [liver, ring]) == ()
+    assert mimo.prompt_kinds(liver, [outer, ring]) == ("point",)
+    out = mimo.instructions([liver, ring, outer], "train", random.Random(0))
+    prompted = [r for r in out if r.extra["perspective"] in ("II", "IV")]
+    assert {r.class_text for r in prompted} == {"liver", "polyp"}
+    assert all("prompt_point" in r.extra for r in prompted if r.class_text == "liver")

@@ -68,9 +68,9 @@ def test_box_prompt_follows_the_resize_of_non_square_images(tiny_shared, phantom
     captured = {}
     decode = bundle.model.mask_head.decode
 
-    def spy(embeddings, seg, boxes, points=None):
+    def spy(embeddings, seg, boxes, points=None, fine=None):
         captured["boxes"] = boxes
-        return decode(embeddings, seg, boxes, points)
+        return decode(embeddings, seg, boxes, points, fine)
 
     bundle.model.mask_head.decode = spy
     try:
@@ -147,6 +147,36 @@ def test_decision_term_is_the_cross_entropy_of_the_first_answer_token(tiny_share
     torch.testing.assert_close(terms["total"], combine(without, weights) + 3.0 * terms["decision"])
 
 
+def test_naming_term_is_the_cross_entropy_of_structure_names_and_group_ends(tiny_tokenizer, phantom):
+    """Off by default; when weighted it is the CE of the answer tokens that name a patch
+    class or follow a group's last candidate token, each from the state before it."""
+    config = dataclasses.replace(preset("tiny"), patch_classes=("kidney", "left lung"))
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    image, mask, box = phantom
+    two = "Sure, <p>kidney</p> [SEG] and [BBOX], <p>left lung</p> [SEG] and [BBOX]."
+    samples = [TrainingSample(image, QUERY, ANSWER, mask[None], box[None]),
+               TrainingSample(image, QUERY, two, np.stack([mask, mask]), np.stack([box, box]))]
+    with torch.no_grad():
+        assert "naming" not in bundle.loss(samples)
+        weights = dataclasses.replace(bundle.config.loss, naming=2.0)
+        terms = bundle.loss(samples, weights)
+        tokens = bundle.tokenize([(QUERY, s.answer) for s in samples])
+        fwd = bundle.model(bundle.encode_images([image, image]), tokens.input_ids, tokens.attention_mask,
+                           tokens.image_mask, answer_start=tokens.answer_start)
+    expected, named = [], []
+    for row, sample in enumerate(samples):
+        start = int(tokens.answer_start[row])
+        for index in bundle.prompts.naming_tokens(sample.answer, config.patch_classes, "[BBOX]"):
+            logits = bundle.model.mllm.logits(fwd.hidden[row, start + index - 1])
+            expected.append(F.cross_entropy(logits[None].float(), tokens.input_ids[row, start + index][None]))
+            named.append(int(tokens.input_ids[row, start + index]))
+    torch.testing.assert_close(terms["naming"], torch.stack(expected).mean())
+    text = tiny_tokenizer.decode(named).replace(" ", "").replace("<p>", "").replace("</p>", "")
+    assert text == ".kidney" + "kidney,leftlung."  # the first answer's stop after its group, its name; the second's names and ends
+    without = {k: v for k, v in terms.items() if k not in ("total", "naming")}
+    torch.testing.assert_close(terms["total"], combine(without, weights) + 2.0 * terms["naming"])
+
+
 def test_patch_head_learns_which_structures_cover_each_image_cell(tiny_tokenizer, tiny_shared, phantom):
     """Models with ``patch_classes`` get a patch head on the mask head's image embedding;
     samples that know every structure on their slice add its BCE against each cell's coverage."""
@@ -220,7 +250,7 @@ def test_ground_truth_box_prompts_replace_predicted_boxes_per_group(tiny, phanto
     sample = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
     captured = []
     decode = tiny.model.mask_head.decode
-    tiny.model.mask_head.decode = lambda e, s, boxes, p=None: (captured.append(boxes), decode(e, s, boxes, p))[1]
+    tiny.model.mask_head.decode = lambda e, s, boxes, p=None, f=None: (captured.append(boxes), decode(e, s, boxes, p, f))[1]
     try:
         with torch.no_grad():
             tiny.loss([sample], gt_box_prompts=1.0)
@@ -264,3 +294,29 @@ def test_more_seg_tokens_than_box_tokens_keep_only_complete_groups(tiny_shared):
     assert groups.rows.tolist() == [0, 1, 1]
     assert groups.positions.tolist() == [[1, 2], [1, 3], [4, 5]]
     assert len(model.find_groups(ids, start=torch.tensor([3, 3]))) == 1  # only row 1's second group starts late enough
+
+
+def test_fine_stem_starts_silent_then_adds_detail_to_the_masks(tiny_tokenizer, phantom):
+    """``SamConfig.fine_features``: the stem's features join the decoder's upscaled grid;
+    zero-initialised, a new stem leaves the masks exactly as they were."""
+    config = dataclasses.replace(preset("tiny"), sam=dataclasses.replace(preset("tiny").sam, fine_features=True))
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    head = bundle.model.mask_head
+    image, _, box = phantom
+    with torch.no_grad():
+        encoding = bundle.encode_images([image])
+        side = 4 * config.sam.embedding_size
+        assert encoding.fine.shape == (1, config.sam.prompt_dim // 8, side, side)
+        seg = torch.randn(1, config.sam.prompt_dim)
+        prompt = torch.tensor([box], dtype=torch.float32) * config.sam.image_size
+        plain, _ = head.decode(encoding.sam, seg, prompt)
+        silent, _ = head.decode(encoding.sam, seg, prompt, fine=encoding.fine)
+        torch.testing.assert_close(silent, plain)
+        torch.nn.init.normal_(head.fine_stem[-1].weight)
+        detailed, _ = head.decode(encoding.sam, seg, prompt, fine=head.encode_fine(bundle.prepare_images([image])[0]))
+        assert (detailed - plain).abs().max() > 1e-3
+        again, _ = head.decode(encoding.sam, seg, prompt)  # the hook lasts one call
+        torch.testing.assert_close(again, plain)
+        with pytest.raises(ValueError, match="upscaled grid"):
+            head.decode(encoding.sam, seg, prompt, fine=encoding.fine[..., :-1])
+    assert build_random("tiny", seed=0, tokenizer=tiny_tokenizer).model.mask_head.fine_stem is None

@@ -141,3 +141,24 @@ def test_patches_phase_trains_only_the_patch_head(tmp_path):
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "phase patches needs a model with patch_classes" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_masks_phase_trains_only_the_mask_decoder_and_its_new_fine_stem(tmp_path):
+    from medisee.builder import build_random
+    from medisee.weights import save_checkpoint
+
+    data = make_dataset(tmp_path)
+    save_checkpoint(build_random("tiny", seed=0), tmp_path / "base")
+    config = write_config(tmp_path, data, steps=3, save_every=3, phase="masks")
+    text = config.read_text().replace("init: preset:tiny", f"init: checkpoint:{tmp_path / 'base'}")
+    config.write_text(text + "model_changes: {sam: {fine_features: true}}\n")
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    base = load_checkpoint(tmp_path / "base").model.state_dict()
+    trained = load_checkpoint(tmp_path / "run" / "model").model.state_dict()
+    changed = {k for k, v in trained.items() if k not in base or not np.array_equal(v.numpy(), base[k].numpy())}
+    assert any(k.startswith("mask_head.fine_stem.") for k in changed)
+    assert any(k.startswith("mask_head.sam.mask_decoder.") for k in changed)
+    assert all(k.startswith(("mask_head.fine_stem.", "mask_head.sam.mask_decoder.")) for k in changed)
