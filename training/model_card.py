@@ -142,8 +142,9 @@ def render(metrics: dict, manifest: dict, command: str, training: str = PIPELINE
         "- Trained on synthetic phantoms and one brain template: it has never seen a real patient.",
         "- Its knowledge is the project's small knowledge base (14 structures); any other structure",
         "  is outside what it can name or find.",
-        "- Masks are decoded from a 32x32 image embedding with no finer image features (SAM's decoder",
-        "  has no skip connections), so thin structures such as the cortical ribbon lose detail.",
+        "- Grey-matter masks spill into the white matter: its box is the brain's, and the masks lean",
+        "  towards the whole brain tissue. Fine structure comes from a small pixel stem beside the",
+        "  32x32 image embedding the decoder reads.",
         "- Explanations are learned from templates and can be wrong even when the mask is right.",
         "",
     ]
