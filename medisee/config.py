@@ -165,8 +165,9 @@ class LossWeights:
     # presence (the 7B model inherits it from LLaVA-Med).
     decision: float = 0.0
     # Not in the paper (0 = off): extra CE on the answer's tokens that name a structure
-    # (``MediSeeConfig.patch_classes``) and on the token after each grounded group (another
-    # group or the end): the few words that say what was found and how many, which a model
+    # (``MediSeeConfig.patch_classes``), on the token after each grounded group (another
+    # group or the end) and on the form after the opening "Sure," (one entity or several):
+    # the few words that say what was found and how many, which a model
     # trained from scratch otherwise learns last.
     naming: float = 0.0
     # Not in the paper: BCE of the patch head (``MediSeeConfig.patch_classes``), when the

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
 ANSWER_PREFIX = "Sure, it is {tokens}."
+ANSWER_OPENING = "Sure,"  # every grounded answer's first word, one entity or several
 
 
 def user_turn(query: str) -> str:
@@ -62,12 +63,16 @@ class PromptEncoder:
 
     def naming_tokens(self, answer: str, names: tuple[str, ...] | list[str], group_end: str) -> list[int]:
         """Indices into ``answer``'s tokens (as ``encode`` tokenizes them) that carry one of
-        ``names`` (whole words, any case) or the character after each ``group_end`` (the
-        comma or full stop that says whether another group follows)."""
+        ``names`` (whole words, any case), the character after each ``group_end`` (the
+        comma or full stop that says whether another group follows) or the first one after
+        the opening "Sure, " (``it is`` for one entity, ``<p>`` for several)."""
         text = " " + answer.strip()
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         spans = [m.span() for name in names for m in re.finditer(rf"\b{re.escape(name)}\b", text, re.IGNORECASE)]
         spans += [(m.end(), m.end() + 1) for m in re.finditer(re.escape(group_end), text) if m.end() < len(text)]
+        opening = re.match(rf" {re.escape(ANSWER_OPENING)}\s*", text)
+        if opening and opening.end() < len(text):
+            spans.append((opening.end() - 1, opening.end() + 1))  # with the space before it
         return [i for i, (start, end) in enumerate(offsets) if any(start < b and a < end for a, b in spans)]
 
     def encode(self, query: str, answer: str | None = None) -> EncodedPrompt:

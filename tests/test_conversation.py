@@ -30,6 +30,10 @@ def test_naming_tokens_cover_the_names_and_the_character_after_each_group(tiny_s
     # tokens that overlap a name (with the tags they are merged with) and the group ends; not "liverish"
     assert text.replace(" ", "").replace("<p>", "").replace("</p>", "") == "Liver,leftkidney."
     assert prompts.naming_tokens("No, nothing here.", ["liver"], "[BBOX]") == []
+    single = "Sure, it is [SEG] and [BBOX]. Done."
+    picked = prompts.naming_tokens(single, [], "[BBOX]")  # the form after "Sure," and the stop after the group
+    ids = prompts.encode(QUERY_TEXT, single).input_ids[prompts.encode(QUERY_TEXT, single).answer_start:]
+    assert tokenizer.decode([ids[i] for i in picked]).replace(" ", "") == "it."
 
 
 def test_candidate_phrase_and_prefix():

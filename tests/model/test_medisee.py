@@ -172,7 +172,8 @@ def test_naming_term_is_the_cross_entropy_of_structure_names_and_group_ends(tiny
             named.append(int(tokens.input_ids[row, start + index]))
     torch.testing.assert_close(terms["naming"], torch.stack(expected).mean())
     text = tiny_tokenizer.decode(named).replace(" ", "").replace("<p>", "").replace("</p>", "")
-    assert text == ".kidney" + "kidney,leftlung."  # the first answer's stop after its group, its name; the second's names and ends
+    # the first answer's form ("it", one entity), stop after its group and name; the second's names and ends
+    assert text == "it.kidney" + "kidney,leftlung."
     without = {k: v for k, v in terms.items() if k not in ("total", "naming")}
     torch.testing.assert_close(terms["total"], combine(without, weights) + 2.0 * terms["naming"])
 
@@ -308,7 +309,7 @@ def test_fine_stem_starts_silent_then_adds_detail_to_the_masks(tiny_tokenizer, p
         side = 4 * config.sam.embedding_size
         assert encoding.fine.shape == (1, config.sam.prompt_dim // 8, side, side)
         seg = torch.randn(1, config.sam.prompt_dim)
-        prompt = torch.tensor([box], dtype=torch.float32) * config.sam.image_size
+        prompt = torch.as_tensor(np.asarray(box, np.float32))[None] * config.sam.image_size
         plain, _ = head.decode(encoding.sam, seg, prompt)
         silent, _ = head.decode(encoding.sam, seg, prompt, fine=encoding.fine)
         torch.testing.assert_close(silent, plain)
