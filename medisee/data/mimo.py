@@ -19,7 +19,7 @@ for a multi-label I, ``targets``: class_text, mask and bbox of every target in a
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -108,19 +108,25 @@ def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def prompt_kinds(target: Record, others: Sequence[Record]) -> tuple[str, ...]:
+def _record_mask(record: Record) -> np.ndarray:
+    return read_mask(record.mask, record.source or str(record.mask))
+
+
+def prompt_kinds(target: Record, others: Sequence[Record],
+                 mask_of: Callable[[Record], np.ndarray] = _record_mask) -> tuple[str, ...]:
     """The visual prompts that single ``target`` out among the ``others`` on its slice, so
     that a prompted question has one right answer: none when the target contains another
     structure (every box or point on the brain is also on its grey or white matter), only
     a point when another structure has nearly the same box (the grey matter's box is the
-    brain's), else a box or a point."""
+    brain's), else a box or a point. ``mask_of`` reads a record's mask (pass a cached one
+    to read each mask of a slice once)."""
     _check_present(target)
-    mask = read_mask(target.mask, target.source or str(target.mask))
+    mask = mask_of(target)
     kinds = ("box", "point")
     for other in others:
         if other.absent or other.mask is None or other.bbox is None:
             continue
-        inner = read_mask(other.mask, other.source or str(other.mask))
+        inner = mask_of(other)
         smaller = inner.shape == mask.shape and 0 < inner.sum() < mask.sum()
         if smaller and (inner & mask).sum() >= NESTED_SHARE * inner.sum():
             return ()
@@ -204,8 +210,9 @@ def instructions(records: Sequence[Record], split: str, rng: random.Random,
             out.append(label_guided(rng.sample(targets, 2), rng, candidate_tokens))
         if len(targets) >= 2:
             out.extend(label_guided([target], rng, candidate_tokens) for target in targets)
+        masks = {id(t): _record_mask(t) for t in targets}  # each mask read once per image
         for target in targets:
-            kinds = prompt_kinds(target, [t for t in targets if t is not target])
+            kinds = prompt_kinds(target, [t for t in targets if t is not target], lambda r: masks[id(r)])
             if kinds:
                 out.append(prompt_perceiving(target, rng, rng.choice(kinds), candidate_tokens))
             if find_structure(target.class_text) is not None:

@@ -115,24 +115,31 @@ def test_segmentation_phase_trains_only_the_mask_head(tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.slow
-def test_patches_phase_trains_only_the_patch_head(tmp_path):
+def run_phase_on_checkpoint(tmp_path, phase: str, model_changes: str):
+    """Three steps of ``phase`` from a saved random tiny model extended by ``model_changes``;
+    returns the config, its text without the changes, and the names of the weights that changed."""
     from medisee.builder import build_random
     from medisee.weights import save_checkpoint
 
     data = make_dataset(tmp_path)
     save_checkpoint(build_random("tiny", seed=0), tmp_path / "base")
-    config = write_config(tmp_path, data, steps=3, save_every=3, phase="patches")
+    config = write_config(tmp_path, data, steps=3, save_every=3, phase=phase)
     text = config.read_text().replace("init: preset:tiny", f"init: checkpoint:{tmp_path / 'base'}")
-    config.write_text(text + "model_changes: {patch_classes: [left kidney, spleen]}\n")
+    config.write_text(text + f"model_changes: {model_changes}\n")
     proc = start(config)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
-    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in entries] == [1, 2, 3] and set(entries[0]) >= {"patch", "total"} and "ce" not in entries[0]
     base = load_checkpoint(tmp_path / "base").model.state_dict()
     trained = load_checkpoint(tmp_path / "run" / "model").model.state_dict()
     changed = {k for k, v in trained.items() if k not in base or not np.array_equal(v.numpy(), base[k].numpy())}
+    return config, text, changed
+
+
+@pytest.mark.slow
+def test_patches_phase_trains_only_the_patch_head(tmp_path):
+    config, text, changed = run_phase_on_checkpoint(tmp_path, "patches", "{patch_classes: [left kidney, spleen]}")
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3] and set(entries[0]) >= {"patch", "total"} and "ce" not in entries[0]
     assert changed and all(k.startswith("patch_head.") for k in changed)
 
     config.write_text(text)  # no patch head to train: a clear error, not a traceback
@@ -145,20 +152,7 @@ def test_patches_phase_trains_only_the_patch_head(tmp_path):
 
 @pytest.mark.slow
 def test_masks_phase_trains_only_the_mask_decoder_and_its_new_fine_stem(tmp_path):
-    from medisee.builder import build_random
-    from medisee.weights import save_checkpoint
-
-    data = make_dataset(tmp_path)
-    save_checkpoint(build_random("tiny", seed=0), tmp_path / "base")
-    config = write_config(tmp_path, data, steps=3, save_every=3, phase="masks")
-    text = config.read_text().replace("init: preset:tiny", f"init: checkpoint:{tmp_path / 'base'}")
-    config.write_text(text + "model_changes: {sam: {fine_features: true}}\n")
-    proc = start(config)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, output
-    base = load_checkpoint(tmp_path / "base").model.state_dict()
-    trained = load_checkpoint(tmp_path / "run" / "model").model.state_dict()
-    changed = {k for k, v in trained.items() if k not in base or not np.array_equal(v.numpy(), base[k].numpy())}
+    _, _, changed = run_phase_on_checkpoint(tmp_path, "masks", "{sam: {fine_features: true}}")
     assert any(k.startswith("mask_head.fine_stem.") for k in changed)
     assert any(k.startswith("mask_head.sam.mask_decoder.") for k in changed)
     assert all(k.startswith(("mask_head.fine_stem.", "mask_head.sam.mask_decoder.")) for k in changed)
