@@ -25,6 +25,7 @@ class DataSource:
     weight: float = 1.0  # sampling ratio against the other sources
     only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
     perspectives: tuple[str, ...] | None = None  # kind mimo: keep only these MIMOSeg perspectives (I, II, III, IV)
+    modality: str | None = None  # keep only records of this modality ("CT", "MR"), e.g. to oversample one
 
 
 @dataclass
@@ -99,7 +100,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     raw["train"] = [
         DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
         else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)),
-                        only=s.get("only"), perspectives=tuple(s["perspectives"]) if s.get("perspectives") else None)
+                        only=s.get("only"), perspectives=tuple(s["perspectives"]) if s.get("perspectives") else None,
+                        modality=s.get("modality"))
         for s in sources
     ]
     raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))

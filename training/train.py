@@ -148,6 +148,10 @@ def read_sources(config: TrainConfig):
     for i, source in enumerate(config.train):
         reader = read_samed2d_map if source.kind == "samed2d" else read_mlmr_jsonl
         records = reader(source.path)
+        if source.modality is not None:
+            records = [r for r in records if r.extra.get("modality") == source.modality]
+            if not records:
+                raise ValueError(f"{source.path}: no {source.modality} records to train on")
         if source.kind == "mimo":  # the four MIMOSeg perspectives over the file's present targets
             from medisee.data.mimo import instructions
 
@@ -162,6 +166,7 @@ def read_sources(config: TrainConfig):
             raise ValueError(f"{source.path}: no records to train on")
         label = f"{i}:{source.path.name}" + ("" if source.kind == "mlmr" else f":{source.kind}")
         label += "" if source.perspectives is None else ":" + "+".join(source.perspectives)
+        label += "" if source.modality is None else f":{source.modality}"
         sources[label + ("" if source.only is None else f":{source.only}")] = (records, source.weight)
     return sources
 

@@ -27,10 +27,10 @@ def test_mixed_sources_keep_their_weights(tmp_path):
     assert [(s.kind, s.weight) for s in config.train] == [("samed2d", 7.0), ("mlmr", 3.0)]
 
 
-def test_a_source_can_keep_only_absent_records(tmp_path):
+def _three_records(tmp_path):
+    """One present CT target and two absent MR ones, written as d.jsonl."""
     from medisee.data.mlmr import write_mlmr_jsonl
     from medisee.data.records import Record
-    from training.train import read_sources
 
     import numpy as np
     from PIL import Image
@@ -39,12 +39,31 @@ def test_a_source_can_keep_only_absent_records(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
     records = [Record(image=image, mask=None if absent else mask, class_text="liver", long="q", short="q",
-                      bbox=None if absent else (0.0, 0.0, 1.0, 1.0), absent=absent) for absent in (False, True, True)]
+                      bbox=None if absent else (0.0, 0.0, 1.0, 1.0), absent=absent,
+                      extra={"modality": "MR" if absent else "CT"}) for absent in (False, True, True)]
     write_mlmr_jsonl(records, tmp_path / "d.jsonl")
+
+
+def test_a_source_can_keep_only_absent_records(tmp_path):
+    from training.train import read_sources
+
+    _three_records(tmp_path)
     config = load_config(write(tmp_path, "train:\n  - {path: d.jsonl}\n  - {path: d.jsonl, weight: 0.5, only: absent}\n"))
     sources = read_sources(config)
     counts = {name: (len(found), weight) for name, (found, weight) in sources.items()}
     assert counts == {"0:d.jsonl": (3, 1.0), "1:d.jsonl:absent": (2, 0.5)}
+
+
+def test_a_source_can_keep_one_modality(tmp_path):
+    from training.train import read_sources
+
+    _three_records(tmp_path)
+    config = load_config(write(tmp_path, "train:\n  - {path: d.jsonl}\n  - {path: d.jsonl, weight: 1.5, modality: CT}\n"))
+    sources = read_sources(config)
+    kept = {name: [r.extra["modality"] for r in found] for name, (found, _) in sources.items()}
+    assert kept == {"0:d.jsonl": ["CT", "MR", "MR"], "1:d.jsonl:CT": ["CT"]}
+    with pytest.raises(ValueError, match="no PET records"):
+        read_sources(load_config(write(tmp_path, "train: [{path: d.jsonl, modality: PET}]\n")))
 
 
 @pytest.mark.parametrize(
