@@ -241,6 +241,9 @@ class MediSeeConfig:
     # (the tight box of the entity's mask, which the decoder's box prompted). Ours: chosen
     # on validation data by ``training.calibrate`` (the one with the higher Acc@0.5).
     box_source: str = "decoder"
+    # Ours, needs ``patch_classes``: each entity's score is multiplied by the patch head's
+    # belief that the structure the model means is on the slice (``medisee.presence``).
+    presence_gate: bool = False
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -253,6 +256,8 @@ class MediSeeConfig:
             raise ValueError(f"box_source must be one of {', '.join(BOX_SOURCES)}, got {self.box_source!r}")
         if self.visual_tags and not self.patch_classes:
             raise ValueError("visual_tags needs patch_classes (the patch head that tags the image)")
+        if self.presence_gate and not self.patch_classes:
+            raise ValueError("presence_gate needs patch_classes (the patch head that sees what the slice shows)")
 
     @property
     def num_candidates(self) -> int:

@@ -11,7 +11,8 @@ are processed in batches. Two modes:
   ("Sure, it is [SEG] and [BBOX].") is teacher-forced in one forward pass, no generation.
 
 Each entity's ``score`` is the probability of the answer tokens that lead to its grounding
-(``grounding_scores``): the same quantity in both modes, teacher-forced or generated. Below
+(``grounding_scores``): the same quantity in both modes, teacher-forced or generated; with
+``presence_gate``, times the patch head's presence of the structure meant (``presence``). Below
 ``score_threshold`` (or with an empty mask) the entity is dropped, so "no target found" is
 an empty entity list rather than a forced mask.
 Coordinates: boxes are (x0, y0, x1, y1) in pixels with x along columns; points are (x, y).
@@ -216,8 +217,37 @@ class Predictor:
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
         token_probs = self._teacher_forced_probabilities(hidden, tokens.input_ids)
         scores = grounding_scores(token_probs, groups.rows, groups.positions, tokens.answer_start)
+        if self._checks_presence:
+            scores = scores * self._meant_presence(encoding, query, prompts)[groups.rows]
         answers = [""] * len(prompts)
         return self._ground(encoding, groups.rows, states, scores, answers, [[] for _ in prompts], query, prompts)
+
+    @property
+    def _checks_presence(self) -> bool:
+        return self.model.config.presence_gate and self.model.model.patch_head is not None
+
+    def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
+        """(B,): per row, the patch head's presence of the structure the model means, weighed
+        by how it names it after the absent answer's opening (``presence``): one teacher-forced
+        row per patch class and image."""
+        from .data.templates import ABSENT_OPENING
+        from .presence import expected_presence, structure_presence
+
+        bundle, model = self.model, self.model.model
+        classes = bundle.config.patch_classes
+        picks = [row for row in range(len(prompts)) for _ in classes]
+        repeated = encoding.select(picks)
+        tokens = bundle.tokenize([(query, ABSENT_OPENING.format(name=name)) for _ in prompts for name in classes])
+        embeds = model.embed_inputs(repeated.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start, *self._referring(repeated, [prompts[r] for r in picks]),
+                                    repeated.original, self._patch_probs(repeated))
+        hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
+        log_probs = torch.log(self._teacher_forced_probabilities(hidden, tokens.input_ids).clamp_min(1e-12))
+        ends = tokens.attention_mask.sum(1) - 1  # the end-of-sequence token is not part of the name
+        positions = torch.arange(log_probs.shape[1], device=log_probs.device)
+        in_answer = (positions >= tokens.answer_start.unsqueeze(1)) & (positions < ends.unsqueeze(1))
+        name_log_probs = (log_probs * in_answer).sum(1).view(len(prompts), len(classes))
+        return expected_presence(name_log_probs, structure_presence(self.model.model.patch_probabilities(encoding)))
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
@@ -238,10 +268,23 @@ class Predictor:
             text = bundle.tokenizer.decode(row_ids, skip_special_tokens=False)
             raw.append(text)
             parsed.append(parse_answer(text, bundle.config.candidate_tokens))
-        return self._ground(
-            encoding, groups.rows, states, scores, [p.text for p in parsed], [p.phrases for p in parsed],
-            query, prompts, raw,
-        )
+        answers, phrases = [p.text for p in parsed], [p.phrases for p in parsed]
+        if self._checks_presence:
+            scores = scores * self._named_presence(encoding, groups.rows, phrases, answers)
+        return self._ground(encoding, groups.rows, states, scores, answers, phrases, query, prompts, raw)
+
+    def _named_presence(self, encoding: ImageEncoding, rows: torch.Tensor, phrases: list[list[str]],
+                        answers: list[str]) -> torch.Tensor:
+        """(G,): per group, the patch head's presence of the structure its phrase names (for
+        a row's first group without one, the answer's text; not the query, which may name a
+        neighbour of the target)."""
+        from .presence import phrase_presence, structure_presence
+
+        presence = structure_presence(self.model.model.patch_probabilities(encoding))
+        factors = [phrase_presence(phrases[row][k] if k < len(phrases[row]) else answers[row] if k == 0 else "",
+                                   self.model.config.patch_classes, presence[row])
+                   for row, k in zip(rows.tolist(), occurrences(rows.tolist()))]
+        return torch.tensor(factors, dtype=torch.float32, device=presence.device)
 
     def _patch_probs(self, encoding: ImageEncoding) -> torch.Tensor | None:
         """The patch head's probabilities when the model reads visual tags."""
@@ -278,11 +321,8 @@ class Predictor:
         outputs = model.decode_candidate_states(states)
         prompt_boxes, prompt_points = self._prompt_tensors(encoding, rows, prompts, outputs.boxes)
         outputs = model.predict_masks(encoding, rows, outputs, prompt_boxes, prompt_points)
-        occurrence: dict[int, int] = {}
         predictions = [Prediction(answer=a, entities=[], raw_answer=(raw[i] if raw else "")) for i, a in enumerate(answers)]
-        for g, row in enumerate(rows.tolist()):
-            k = occurrence.get(row, 0)
-            occurrence[row] = k + 1
+        for g, (row, k) in enumerate(zip(rows.tolist(), occurrences(rows.tolist()))):
             mask = (outputs.mask_logits[g] > 0).cpu().numpy()
             if not mask.any():
                 continue
@@ -333,6 +373,16 @@ class Predictor:
                 points[g] = [list(point)]
         as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=like.dtype, device=like.device)  # noqa: E731
         return as_tensor(boxes), as_tensor(points)
+
+
+def occurrences(rows: list[int]) -> list[int]:
+    """For each group, how many groups of its row came before it (its k in ``entity_phrase``)."""
+    seen: dict[int, int] = {}
+    out = []
+    for row in rows:
+        out.append(seen.get(row, 0))
+        seen[row] = out[-1] + 1
+    return out
 
 
 def entity_phrase(k: int, phrases: list[str], answer: str, query: str) -> str:

@@ -154,3 +154,75 @@ def test_grounding_score_is_the_probability_of_the_answer_up_to_each_group():
     # answer starts at 2; group 1 = tokens at 4 and 5, group 2 = tokens at 7 and 8
     scores = grounding_scores(probs, torch.tensor([0, 0]), torch.tensor([[4, 5], [7, 8]]), torch.tensor([2]))
     torch.testing.assert_close(scores, torch.tensor([0.9 * 0.5 * 0.8, 0.5 * 0.4]))
+
+
+@pytest.fixture
+def gated(tiny_tokenizer):
+    """A tiny model whose patch head knows two structures and checks their presence; the
+    head's probabilities are set by the test (``seen``)."""
+    import dataclasses
+
+    from medisee.builder import build_random
+    from medisee.config import preset
+
+    config = dataclasses.replace(preset("tiny"), patch_classes=("liver", "spleen"), presence_gate=True)
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    seen = {"liver": 1.0, "spleen": 1.0}
+
+    def patch_probabilities(images):
+        cells = images.sam.shape[-1] * images.sam.shape[-2]
+        values = torch.tensor([seen["liver"], seen["spleen"]])
+        return values.expand(len(images.original), cells, 2).clone()
+
+    bundle.model.patch_probabilities = patch_probabilities
+    return bundle, seen
+
+
+def test_fast_mode_scores_are_weighed_by_the_presence_of_the_structure_meant(gated, phantom):
+    bundle, seen = gated
+
+    def score() -> float:
+        entities = Predictor(bundle, score_threshold=0.0, cache_size=0).predict(phantom[0], QUERY, mode="fast").entities
+        return entities[0].score if entities else 0.0
+
+    both = score()
+    bundle.config.presence_gate = False
+    unchecked = score()
+    bundle.config.presence_gate = True
+    assert both == pytest.approx(unchecked, rel=1e-5)  # every structure seen: the answer alone decides
+    seen.update(liver=1.0, spleen=0.0)
+    only_liver = score()
+    seen.update(liver=0.0, spleen=1.0)
+    only_spleen = score()
+    # the two structures share the model's belief about which one it means
+    assert 0 < only_liver < unchecked and 0 < only_spleen < unchecked
+    assert only_liver + only_spleen == pytest.approx(unchecked, rel=1e-4)
+    seen.update(liver=0.0, spleen=0.0)
+    assert score() == 0.0
+
+
+def test_full_mode_checks_the_structure_each_group_names(gated, phantom):
+    bundle, seen = gated
+    script = bundle.tokenizer(" Sure, <p>liver</p> [SEG] and [BBOX], <p>aorta</p> [SEG] and [BBOX].",
+                              add_special_tokens=False).input_ids + [bundle.tokenizer.eos_token_id]
+    lm = bundle.model.mllm.language_model
+    steps = {"i": 0}
+
+    def forced_head(hidden):
+        logits = torch.full((*hidden.shape[:-1], lm.config.vocab_size), -1e4)
+        logits[..., script[min(steps["i"], len(script) - 1)]] = 1e4
+        steps["i"] += 1
+        return logits
+
+    seen.update(liver=0.25, spleen=0.0)
+    lm.lm_head.forward = forced_head
+    result = Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="full")
+    scores = {e.phrase: e.score for e in result.entities}
+    assert scores == {"liver": pytest.approx(0.25), "aorta": pytest.approx(1.0)}  # aorta: not a patch class
+
+
+def test_the_presence_check_needs_a_patch_head():
+    from medisee.config import preset
+
+    with pytest.raises(ValueError, match="presence_gate needs patch_classes"):
+        type(preset("tiny"))(presence_gate=True)

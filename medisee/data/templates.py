@@ -341,9 +341,12 @@ def grounded_answer(explanation: str, candidate_tokens: tuple[str, ...] = DEFAUL
     return f"{prefix} {text}" if text else prefix
 
 
+ABSENT_OPENING = "No, there is no {name}"  # the fast path's presence check reads the name the model fills in
+
+
 def absent_answer(class_name: str, explanation: str) -> str:
     """The answer for a target that is not in the image; it must not ground anything."""
-    answer = f"No, there is no {class_name} in this image. {explanation.strip()}".strip()
+    answer = f"{ABSENT_OPENING.format(name=class_name)} in this image. {explanation.strip()}".strip()
     if CANDIDATE_PATTERN.search(answer):
         raise ValueError(f"an absent answer must not contain a candidate token: {answer!r}")
     return answer
