@@ -61,6 +61,10 @@ class PromptEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of (the start of) an answer, as ``encode`` tokenizes it, without the end."""
+        return self._ids(" " + answer.strip())
+
     def naming_tokens(self, answer: str, names: tuple[str, ...] | list[str], group_end: str) -> list[int]:
         """Indices into ``answer``'s tokens (as ``encode`` tokenizes them) that carry one of
         ``names`` (whole words, any case), the character after each ``group_end`` (the
@@ -84,7 +88,7 @@ class PromptEncoder:
         labels = [IGNORE_INDEX] * len(prompt)
         answer_start = len(prompt)
         if answer is not None:
-            answer_ids = self._ids(" " + answer.strip()) + [self.tokenizer.eos_token_id]
+            answer_ids = self.answer_ids(answer) + [self.tokenizer.eos_token_id]
             prompt = prompt + answer_ids
             labels = labels + answer_ids
         return EncodedPrompt(prompt, len(head), self.num_image_tokens, answer_start, labels)

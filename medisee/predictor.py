@@ -228,26 +228,19 @@ class Predictor:
 
     def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
         """(B,): per row, the patch head's presence of the structure the model means, weighed
-        by how it names it after the absent answer's opening (``presence``): one teacher-forced
-        row per patch class and image."""
+        by how likely it names each patch class after the absent answer's opening
+        (``presence``); the question runs once, the K names as continuations of its cache."""
         from .data.templates import ABSENT_OPENING
         from .presence import expected_presence, structure_presence
 
         bundle, model = self.model, self.model.model
-        classes = bundle.config.patch_classes
-        picks = [row for row in range(len(prompts)) for _ in classes]
-        repeated = encoding.select(picks)
-        tokens = bundle.tokenize([(query, ABSENT_OPENING.format(name=name)) for _ in prompts for name in classes])
-        embeds = model.embed_inputs(repeated.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(repeated, [prompts[r] for r in picks]),
-                                    repeated.original, self._patch_probs(repeated))
-        hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
-        log_probs = torch.log(self._teacher_forced_probabilities(hidden, tokens.input_ids).clamp_min(1e-12))
-        ends = tokens.attention_mask.sum(1) - 1  # the end-of-sequence token is not part of the name
-        positions = torch.arange(log_probs.shape[1], device=log_probs.device)
-        in_answer = (positions >= tokens.answer_start.unsqueeze(1)) & (positions < ends.unsqueeze(1))
-        name_log_probs = (log_probs * in_answer).sum(1).view(len(prompts), len(classes))
-        return expected_presence(name_log_probs, structure_presence(self.model.model.patch_probabilities(encoding)))
+        tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
+        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
+                                    self._patch_probs(encoding))
+        names = [bundle.prompts.answer_ids(ABSENT_OPENING.format(name=name)) for name in bundle.config.patch_classes]
+        name_log_probs = model.mllm.continuation_log_probs(embeds, tokens.attention_mask, names)
+        return expected_presence(name_log_probs, structure_presence(model.patch_probabilities(encoding)))
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model

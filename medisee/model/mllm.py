@@ -86,3 +86,47 @@ class LlavaMLLM(nn.Module):
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
         return torch.stack(ids, 1), torch.stack(states, 1), torch.stack(probs, 1)
+
+    @torch.no_grad()
+    def continuation_log_probs(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, continuations: list[list[int]]
+    ) -> torch.Tensor:
+        """(B, K): the log-probability of each of K token sequences as the continuation of each
+        left-padded prompt, after the tokens all K share (whose probability is the same for
+        every k, so differences between the K are exact). The prompts and the shared tokens
+        run once; their KV cache is repeated for the K remainders, which run in one more pass."""
+        lm = self.language_model
+        shared = 0
+        while all(len(c) > shared + 1 for c in continuations) and len({c[shared] for c in continuations}) == 1:
+            shared += 1
+        if shared:
+            common = torch.tensor(continuations[0][:shared], device=inputs_embeds.device)
+            inputs_embeds = torch.cat([inputs_embeds, lm.get_input_embeddings()(common).expand(
+                inputs_embeds.shape[0], -1, -1).to(inputs_embeds.dtype)], dim=1)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], shared)], dim=1)
+            continuations = [c[shared:] for c in continuations]
+        batch, count, longest = inputs_embeds.shape[0], len(continuations), max(len(c) for c in continuations)
+        device = inputs_embeds.device
+        cache = DynamicCache(config=lm.config)
+        mask = attention_mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True)
+        ids = torch.zeros(count, longest, dtype=torch.long, device=device)
+        valid = torch.zeros(count, longest, dtype=torch.bool, device=device)
+        for k, tokens in enumerate(continuations):
+            ids[k, : len(tokens)] = torch.tensor(tokens, device=device)
+            valid[k, : len(tokens)] = True
+        first = torch.log_softmax(lm.lm_head(out.last_hidden_state[:, -1]).float(), dim=-1)  # (B, V)
+        total = first.gather(1, ids[:, 0].expand(batch, count))  # (B, K)
+        if longest > 1:
+            cache.batch_repeat_interleave(count)  # row b * K + k continues prompt b with sequence k
+            rows_ids, rows_valid = ids.repeat(batch, 1), valid.repeat(batch, 1)
+            step_mask = torch.cat([mask.repeat_interleave(count, 0), rows_valid[:, :-1].long()], dim=1)
+            step_positions = positions[:, -1:].repeat_interleave(count, 0) + torch.arange(1, longest, device=device)
+            out = lm.model(inputs_embeds=lm.get_input_embeddings()(rows_ids[:, :-1]), attention_mask=step_mask,
+                           position_ids=step_positions, past_key_values=cache, use_cache=True)
+            later = torch.log_softmax(lm.lm_head(out.last_hidden_state).float(), dim=-1)  # (B*K, S-1, V)
+            picked = later.gather(2, rows_ids[:, 1:].unsqueeze(-1))[..., 0] * rows_valid[:, 1:]
+            total = total + picked.sum(1).view(batch, count)
+        return total
