@@ -15,7 +15,8 @@
    structures cover each cell. Stage 5, MIMO: the visual prompt encoder, input aligner and
    the patch head's visual tags are added; the four MIMOSeg perspectives are mixed with the
    MediSee data. Stage 5b, masks: a fine-feature stem on the pixels joins the mask
-   decoder, and the two train alone on the same data.
+   decoder, and the two train alone on the same data, the MR slices drawn more often (the
+   grey-matter ribbon needs more mask steps than the CT organs).
 6. The score threshold and box source of stages 4 and 5b are chosen on the validation split
    (``training.calibrate``: the lowest threshold at which 85% of its absent targets get no
    entity; the box decoder's boxes or the masks' tight boxes, whichever hits more).
