@@ -26,6 +26,7 @@ class DataSource:
     only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
     perspectives: tuple[str, ...] | None = None  # kind mimo: keep only these MIMOSeg perspectives (I, II, III, IV)
     modality: str | None = None  # keep only records of this modality ("CT", "MR"), e.g. to oversample one
+    pairs: int = 1  # kind mimo: perspective I requests for random pairs of an image's targets (3+ targets)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
         else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)),
                         only=s.get("only"), perspectives=tuple(s["perspectives"]) if s.get("perspectives") else None,
-                        modality=s.get("modality"))
+                        modality=s.get("modality"), pairs=int(s.get("pairs", 1)))
         for s in sources
     ]
     raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))
@@ -116,6 +117,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
             raise ValueError(f"{path}: data kind must be mlmr, samed2d or mimo, got {source.kind!r}")
         if source.only not in (None, "absent", "present"):
             raise ValueError(f"{path}: 'only' must be absent or present, got {source.only!r}")
+        if source.pairs != 1 and (source.kind != "mimo" or source.pairs < 1):
+            raise ValueError(f"{path}: 'pairs' applies to kind mimo only and must be at least 1")
         if source.perspectives is not None:
             if source.kind != "mimo":
                 raise ValueError(f"{path}: 'perspectives' applies to kind mimo only")

@@ -155,7 +155,7 @@ def read_sources(config: TrainConfig):
         if source.kind == "mimo":  # the four MIMOSeg perspectives over the file's present targets
             from medisee.data.mimo import instructions
 
-            records = instructions(records, "train", random.Random(config.seed))
+            records = instructions(records, "train", random.Random(config.seed), pairs=source.pairs)
             if source.perspectives is not None:
                 records = [r for r in records if r.extra["perspective"] in source.perspectives]
         if source.only is not None:

@@ -18,6 +18,7 @@ for a multi-label I, ``targets``: class_text, mask and bbox of every target in a
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 
@@ -194,11 +195,12 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
 
 
 def instructions(records: Sequence[Record], split: str, rng: random.Random,
-                 candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES) -> list[Record]:
-    """Every perspective for every image: I over all its present targets, over a random pair
-    (two named structures is the common request) and over each target alone, then III for
-    each target the knowledge base knows, and II and IV (that one too only when known) for
-    each target a prompt can single out (``prompt_kinds``). Absent targets are skipped."""
+                 candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES, pairs: int = 1) -> list[Record]:
+    """Every perspective for every image: I over all its present targets, over ``pairs``
+    distinct random pairs (two named structures is the common request; images with three
+    or more targets) and over each target alone, then III for each target the knowledge
+    base knows, and II and IV (that one too only when known) for each target a prompt can
+    single out (``prompt_kinds``). Absent targets are skipped."""
     by_image: dict = {}
     for record in records:
         if not record.absent and record.mask is not None:
@@ -207,7 +209,10 @@ def instructions(records: Sequence[Record], split: str, rng: random.Random,
     for targets in by_image.values():
         out.append(label_guided(targets, rng, candidate_tokens))
         if len(targets) >= 3:
-            out.append(label_guided(rng.sample(targets, 2), rng, candidate_tokens))
+            first = rng.sample(targets, 2)
+            others = [list(p) for p in itertools.combinations(targets, 2) if {id(t) for t in p} != {id(t) for t in first}]
+            for pair in [first] + rng.sample(others, min(pairs - 1, len(others))):
+                out.append(label_guided(pair, rng, candidate_tokens))
         if len(targets) >= 2:
             out.extend(label_guided([target], rng, candidate_tokens) for target in targets)
         masks = {id(t): _record_mask(t) for t in targets}  # each mask read once per image
