@@ -95,6 +95,11 @@ def test_instructions_cover_all_perspectives(targets, tmp_path):
     out = mimo.instructions([liver, ring, third], "train", random.Random(0))
     pairs = [r for r in out if r.extra["perspective"] == "I" and len(r.extra.get("targets", [])) == 2]
     assert len(pairs) == 1 and len(out[0].extra["targets"]) == 3  # all three, then one named pair, then each alone
+    more = mimo.instructions([liver, ring, third], "train", random.Random(0), pairs=5)
+    asked = [tuple(t["class_text"] for t in r.extra["targets"]) for r in more
+             if r.extra["perspective"] == "I" and len(r.extra.get("targets", [])) == 2]
+    assert len(asked) == 3 and len({frozenset(p) for p in asked}) == 3  # every pair once, however many asked for
+    assert asked[0] == tuple(t["class_text"] for t in pairs[0].extra["targets"])  # the first pair as with one
     assert mimo.join_labels(["a", "b", "c"]) == "a, b and c"
 
 

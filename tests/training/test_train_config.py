@@ -75,6 +75,8 @@ def test_a_source_can_keep_one_modality(tmp_path):
         ("train: []\n", "at least one training data source"),
         ("train: [{path: a, kind: csv}]\n", "data kind must be"),
         ("train: [{path: a, only: missing}]\n", "'only' must be absent or present"),
+        ("train: [{path: a, pairs: 3}]\n", "'pairs' applies to kind mimo only"),
+        ("train: [{path: a, kind: mimo, pairs: 0}]\n", "must be at least 1"),
         ("train: [unclosed\n", "not valid YAML"),
     ],
 )
