@@ -217,8 +217,12 @@ class Predictor:
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
         token_probs = self._teacher_forced_probabilities(hidden, tokens.input_ids)
         scores = grounding_scores(token_probs, groups.rows, groups.positions, tokens.answer_start)
-        if self._checks_presence:
-            scores = scores * self._meant_presence(encoding, query, prompts)[groups.rows]
+        if self._checks_presence:  # it only lowers scores: rows already below the threshold skip it
+            checked = sorted(set(groups.rows[scores >= self.score_threshold].tolist()))
+            factors = scores.new_zeros(len(prompts))
+            if checked:
+                factors[checked] = self._meant_presence(encoding.select(checked), query, [prompts[r] for r in checked])
+            scores = scores * factors[groups.rows]
         answers = [""] * len(prompts)
         return self._ground(encoding, groups.rows, states, scores, answers, [[] for _ in prompts], query, prompts)
 

@@ -201,6 +201,18 @@ def test_fast_mode_scores_are_weighed_by_the_presence_of_the_structure_meant(gat
     assert score() == 0.0
 
 
+def test_answers_already_below_the_threshold_skip_the_presence_check(gated, phantom, monkeypatch):
+    bundle, _ = gated
+    unchecked = Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="fast").entities[0].score
+    calls = []
+    original = bundle.model.mllm.continuation_log_probs
+    monkeypatch.setattr(bundle.model.mllm, "continuation_log_probs", lambda *a: calls.append(1) or original(*a))
+    assert Predictor(bundle, score_threshold=unchecked * 1.01).predict(phantom[0], QUERY, mode="fast").entities == []
+    assert calls == []
+    assert Predictor(bundle, score_threshold=unchecked * 0.5).predict(phantom[0], QUERY, mode="fast").entities
+    assert calls == [1]
+
+
 def test_full_mode_checks_the_structure_each_group_names(gated, phantom):
     bundle, seen = gated
     script = bundle.tokenizer(" Sure, <p>liver</p> [SEG] and [BBOX], <p>aorta</p> [SEG] and [BBOX].",
