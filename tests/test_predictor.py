@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -88,12 +90,10 @@ def test_the_box_comes_from_the_decoder_or_from_the_mask(tiny, phantom):
         type(tiny.config)(box_source="pixels")
 
 
-def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
-    """Make the language model emit the answer prefix, then check that generation finds the
-    group and grounds it with the state that predicted [SEG]."""
-    bundle = tiny
-    prefix = bundle.tokenizer(" Sure, it is [SEG] and [BBOX].", add_special_tokens=False).input_ids
-    script = prefix + [bundle.tokenizer.eos_token_id]
+@contextmanager
+def answering(bundle, text: str):
+    """The language model writes ``text`` (then the end token) whatever it reads."""
+    script = bundle.tokenizer(text, add_special_tokens=False).input_ids + [bundle.tokenizer.eos_token_id]
     lm = bundle.model.mllm.language_model
     steps = {"i": 0}
 
@@ -106,9 +106,17 @@ def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
     original = lm.lm_head.forward
     lm.lm_head.forward = forced_head
     try:
-        result = Predictor(bundle, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+        yield
     finally:
         lm.lm_head.forward = original
+
+
+def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
+    """Make the language model emit the answer prefix, then check that generation finds the
+    group and grounds it with the state that predicted [SEG]."""
+    bundle = tiny
+    with answering(bundle, " Sure, it is [SEG] and [BBOX]."):
+        result = Predictor(bundle, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
     assert "[SEG]" in result.raw_answer and "[BBOX]" in result.raw_answer
     assert len(result.entities) == 1
     entity = result.entities[0]
@@ -215,20 +223,9 @@ def test_answers_already_below_the_threshold_skip_the_presence_check(gated, phan
 
 def test_full_mode_checks_the_structure_each_group_names(gated, phantom):
     bundle, seen = gated
-    script = bundle.tokenizer(" Sure, <p>liver</p> [SEG] and [BBOX], <p>aorta</p> [SEG] and [BBOX].",
-                              add_special_tokens=False).input_ids + [bundle.tokenizer.eos_token_id]
-    lm = bundle.model.mllm.language_model
-    steps = {"i": 0}
-
-    def forced_head(hidden):
-        logits = torch.full((*hidden.shape[:-1], lm.config.vocab_size), -1e4)
-        logits[..., script[min(steps["i"], len(script) - 1)]] = 1e4
-        steps["i"] += 1
-        return logits
-
     seen.update(liver=0.25, spleen=0.0)
-    lm.lm_head.forward = forced_head
-    result = Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="full")
+    with answering(bundle, " Sure, <p>liver</p> [SEG] and [BBOX], <p>aorta</p> [SEG] and [BBOX]."):
+        result = Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="full")
     scores = {e.phrase: e.score for e in result.entities}
     assert scores == {"liver": pytest.approx(0.25), "aorta": pytest.approx(1.0)}  # aorta: not a patch class
 
