@@ -60,6 +60,7 @@ class TrainConfig:
     box_jitter: float = 0.1  # segmentation phase: prompt boxes move by up to this fraction of their size
     loss_weights: dict | None = None  # overrides of the model's LossWeights for this run
     model_changes: dict | None = None  # config keys added to a checkpoint init (e.g. visual_prompts); new modules start fresh
+    freeze: tuple[str, ...] = ()  # parameter-name prefixes kept frozen whatever the phase trains
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -109,6 +110,10 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     raw["val"] = resolve(raw.get("val"))
     if "betas" in raw:
         raw["betas"] = tuple(raw["betas"])
+    if "freeze" in raw:
+        if isinstance(raw["freeze"], str):
+            raw["freeze"] = [raw["freeze"]]
+        raw["freeze"] = tuple(raw["freeze"])
     init = raw.get("init", "preset:tiny")
     if isinstance(init, str) and init.startswith("checkpoint:"):
         raw["init"] = "checkpoint:" + str(resolve(init[len("checkpoint:"):]))

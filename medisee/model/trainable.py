@@ -70,6 +70,22 @@ def train_only(model: nn.Module, prefix: str | tuple[str, ...]) -> list[str]:
     return names
 
 
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> list[str]:
+    """Freeze the parameters under each prefix; returns the names still trainable. A prefix
+    that names no parameter is an error (a typo would otherwise train what it meant to freeze)."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [prefix for prefix in prefixes if not any(name.startswith(prefix) for name in names)]
+    if unknown:
+        raise ValueError(f"freeze: no parameters under {unknown}")
+    trainable = []
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
+        if param.requires_grad:
+            trainable.append(name)
+    return trainable
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of distinct parameters (tied tensors count once)."""
     seen, total = set(), 0
