@@ -48,9 +48,10 @@ class TrainResult:
 @contextmanager
 def _distributed() -> Iterator[str]:
     """Environment for DeepSpeed: the CPU accelerator and, when no launcher set one up, a
-    one-process world that is torn down afterwards (its variables and its gloo store), so a
-    process that trains in-process (the retraining, tests) leaks no port to later runs or to
-    the processes it starts. Yields the communication backend."""
+    one-process world that is torn down afterwards (its variables, its gloo store and
+    DeepSpeed's cached groups), so a process that trains in-process (the retraining,
+    ``build_default``'s stages, tests) can train again and leaks no port to later runs or
+    to the processes it starts. Yields the communication backend."""
     import torch.distributed as dist
 
     if not torch.cuda.is_available():
@@ -63,8 +64,10 @@ def _distributed() -> Iterator[str]:
         yield "nccl" if torch.cuda.is_available() else "gloo"
     finally:
         if added:
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            if dist.is_initialized():  # through DeepSpeed, which also drops the groups it cached
+                import deepspeed.comm
+
+                deepspeed.comm.destroy_process_group()
             for key in added:
                 os.environ.pop(key, None)
 

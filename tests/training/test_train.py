@@ -156,3 +156,33 @@ def test_masks_phase_trains_only_the_mask_decoder_and_its_new_fine_stem(tmp_path
     assert any(k.startswith("mask_head.fine_stem.") for k in changed)
     assert any(k.startswith("mask_head.sam.mask_decoder.") for k in changed)
     assert all(k.startswith(("mask_head.fine_stem.", "mask_head.sam.mask_decoder.")) for k in changed)
+
+
+@pytest.mark.slow
+def test_a_frozen_image_encoder_stays_as_it_was_and_its_embeddings_are_remembered(tmp_path):
+    config, text, changed = run_phase_on_checkpoint(tmp_path, "pretrain", "{}\nfreeze: [mask_head.sam.vision_encoder.]")
+    assert any(k.startswith("mllm.") for k in changed) and any(k.startswith("mask_head.sam.mask_decoder.") for k in changed)
+    assert not any(k.startswith("mask_head.sam.vision_encoder.") for k in changed)
+    recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert recorded["freeze"] == ["mask_head.sam.vision_encoder."]
+
+    config.write_text(text + "freeze: [mask_head.sam.vision_encodr.]\n")  # a typo: refused, not ignored
+    (tmp_path / "run").rename(tmp_path / "first")
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "freeze: no parameters under ['mask_head.sam.vision_encodr.']" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_one_process_trains_twice(tmp_path):
+    """``build_default`` runs its stages one after another in one process: the second run
+    must not trip over the first one's torn-down DeepSpeed groups."""
+    from training.config import load_config
+    from training.train import run
+
+    data = make_dataset(tmp_path)
+    config = write_config(tmp_path, data, steps=2, save_every=2, phase="segmentation")
+    first = run(load_config(config), show_progress=False)
+    second = run(load_config(config, {"output_dir": str(tmp_path / "again")}), show_progress=False)
+    assert first.step == second.step == 2 and (tmp_path / "again" / "model" / "model.safetensors").exists()

@@ -128,3 +128,11 @@ def test_load_config_accepts_mimo_sources_and_model_changes(tmp_path):
         (tmp_path / "bad-views.yaml").write_text(f"train:\n  - {line}\n")
         with pytest.raises(ValueError, match=message):
             load_config(tmp_path / "bad-views.yaml")
+
+
+def test_freeze_takes_one_prefix_or_a_list(tmp_path):
+    (tmp_path / "one.yaml").write_text("train: d.jsonl\nfreeze: mask_head.sam.vision_encoder.\n")
+    assert load_config(tmp_path / "one.yaml").freeze == ("mask_head.sam.vision_encoder.",)
+    (tmp_path / "two.yaml").write_text("train: d.jsonl\nfreeze: [mllm.vision_tower., mllm.mm_projector.]\n")
+    assert load_config(tmp_path / "two.yaml").freeze == ("mllm.vision_tower.", "mllm.mm_projector.")
+    assert load_config(tmp_path / "one.yaml", {"freeze": []}).freeze == ()
