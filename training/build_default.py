@@ -30,14 +30,16 @@ Each stage resumes if interrupted; finished stages are skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
 from . import model_card
 from .calibrate import calibrate
 from .checkpoints import read_state
-from .config import load_config
+from .config import TrainConfig, load_config
 from .train import run
 
 log = logging.getLogger("medisee.build_default")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
 
+    build_started = time.monotonic()
     data = args.runs / "demo-data"
     if not (data / "manifest.json").exists():
         from medisee.data.demo.build import build_demo_dataset
@@ -64,16 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         log.info("generating demo data in %s", data)
         build_demo_dataset(data, seed=args.seed, patients=args.patients, overwrite=True)
     for stage in STAGES:
-        config = load_config(ROOT / "training" / "configs" / stage)
+        config = stage_config(stage, args.runs)
         state = read_state(config.output_dir)
         if state is not None and state.step >= config.steps:
             log.info("%s already finished (%d steps)", stage, state.step)
             continue
         log.info("running %s (%d steps)", stage, config.steps)
+        started = time.monotonic()
         run(config)
+        log.info("%s took %.1f min", stage, (time.monotonic() - started) / 60)
 
-    final = load_config(ROOT / "training" / "configs" / STAGES[-1]).output_dir / "model"
-    baseline = load_config(ROOT / "training" / "configs" / BASELINE_STAGE).output_dir / "model"
+    final = stage_config(STAGES[-1], args.runs).output_dir / "model"
+    baseline = stage_config(BASELINE_STAGE, args.runs).output_dir / "model"
     for model_dir in (baseline, final):  # both calibrated the same way, on the validation split
         calibrate(model_dir, data / "val.jsonl")
     before = evaluate_test_split(baseline, data / "test.jsonl", args.runs / "eval-test-stage4")
@@ -81,7 +86,25 @@ def main(argv: list[str] | None = None) -> int:
     mimo = evaluate_mimo_split(final, data / "test.jsonl", args.runs / "eval-test")
     if args.install:
         install(final, metrics, data, mimo, model_card.headline(before))
+    log.info("build finished in %.0f min", (time.monotonic() - build_started) / 60)
     return 0
+
+
+def stage_config(stage: str, runs: Path) -> TrainConfig:
+    """A stage's config with its paths under ``runs`` (the files name the repository's
+    ``runs/``, where the stages find each other's output and the demo data)."""
+    config = load_config(ROOT / "training" / "configs" / stage)
+    default = (ROOT / "runs").resolve()
+
+    def moved(path: Path) -> Path:
+        return runs.resolve() / path.relative_to(default) if path.is_relative_to(default) else path
+
+    init = config.init
+    if init.startswith("checkpoint:"):
+        init = "checkpoint:" + str(moved(Path(init.split(":", 1)[1])))
+    return dataclasses.replace(
+        config, init=init, output_dir=moved(config.output_dir), val=config.val and moved(config.val),
+        train=[dataclasses.replace(source, path=moved(source.path)) for source in config.train])
 
 
 def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None, before: dict | None = None) -> Path:

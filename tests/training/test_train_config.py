@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from training.config import DataSource, TrainConfig, load_config
@@ -136,3 +138,15 @@ def test_freeze_takes_one_prefix_or_a_list(tmp_path):
     (tmp_path / "two.yaml").write_text("train: d.jsonl\nfreeze: [mllm.vision_tower., mllm.mm_projector.]\n")
     assert load_config(tmp_path / "two.yaml").freeze == ("mllm.vision_tower.", "mllm.mm_projector.")
     assert load_config(tmp_path / "one.yaml", {"freeze": []}).freeze == ()
+
+
+def test_build_default_puts_every_stage_path_under_its_runs_folder(tmp_path):
+    from training.build_default import STAGES, stage_config
+
+    for stage in STAGES:
+        config = stage_config(stage, tmp_path)
+        paths = [config.output_dir, *(s.path for s in config.train)] + ([config.val] if config.val else [])
+        if config.init.startswith("checkpoint:"):
+            paths.append(Path(config.init.split(":", 1)[1]))
+        assert all(path.is_relative_to(tmp_path.resolve()) for path in paths), (stage, paths)
+    assert stage_config(STAGES[-1], tmp_path).init == f"checkpoint:{tmp_path.resolve() / 'tiny-5-mimo' / 'model'}"
