@@ -1,13 +1,14 @@
 """Reproduce the bundled default model (the tiny preset) from nothing, offline.
 
-    .venv/bin/python -m training.build_default            # about 2 hours on 2 CPU cores
+    .venv/bin/python -m training.build_default            # under an hour on 2 CPU cores
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).
 2. Stage 0, segmentation: the SAM-like mask head learns box-prompted segmentation from
    scratch (MedSAM-style), every target of every slice, no language model.
-   Stage 1, pretrain: from stage 0, everything trains (its tokenizer fitted to the data;
-   no pretrained CLIP or language model exists offline).
+   Stage 1, pretrain: from stage 0, everything but the SAM-like image encoder trains (its
+   tokenizer fitted to the data; no pretrained CLIP or language model exists offline). The
+   image encoder stays as stage 0 left it from here on, so each slice is encoded once.
    Stage 2, presence: stage 1 continued with absent-target questions oversampled.
 3. Stage 3, end-to-end (eq. 4) with the paper's freezing rules.
 4. Stage 4, fine-tuning with the similarity loss (eq. 5).

@@ -28,15 +28,16 @@ def _pct(value) -> str:
 
 
 PIPELINE = (
-    "(about 2 hours on 2 CPU cores) runs eight stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
-    "language model), pretraining from scratch (everything trains; half the masks prompted with the "
+    "(under an hour on 2 CPU cores) runs eight stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
+    "language model), pretraining from scratch (everything but the mask head's image encoder trains, which "
+    "stays frozen from here on; half the masks prompted with the "
     "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
     "phase (LoRA on the language model; mask decoder, routers and "
     "heads trained; encoders frozen), fine-tuning with the similarity loss, a patch head of ours learning alone "
     "which structures cover each cell of the mask head's image embedding, the MIMO stage: the "
     "visual prompt encoder, input aligner, region tokens and the patch head's visual tags (per structure, its "
     "name mixed with \"No\" by how surely the slice shows it; per box or point, the names of what it marks) "
-    "are added and everything trains on the four MIMOSeg perspectives mixed with the MediSee data, with the "
+    "are added and everything but that image encoder trains on the four MIMOSeg perspectives mixed with the MediSee data, with the "
     "answer's first (present or not) token and the words that name structures or end a group weighed up; "
     "and a stem of fine pixel features joining the mask decoder, the two trained alone with the brain slices "
     "drawn more often. Each entity's score is then the answer's probability times the patch head's "

@@ -28,7 +28,7 @@ import torch
 
 from medisee.atomic import write_json
 from medisee.model import MediSee
-from medisee.model.embedding_cache import EmbeddingCache
+from medisee.model.frozen_encoder_cache import FrozenEncoderCache
 from medisee.model.trainable import MASK_DECODER, configure_trainable, count_parameters, freeze, train_only
 
 from . import checkpoints
@@ -213,7 +213,7 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     if config.freeze:
         trainable = freeze(bundle.model, config.freeze)
     if not any(p.requires_grad for p in bundle.model.mask_head.sam.vision_encoder.parameters()):
-        bundle.model.mask_head.embedding_cache = EmbeddingCache()
+        bundle.model.mask_head.frozen_cache = FrozenEncoderCache()
         log.info("the image encoder is frozen: each slice's image embedding is computed once and remembered")
     log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,
              f"{count_parameters(bundle.model):,}", f"{count_parameters(bundle.model, True):,}", len(trainable),
@@ -294,7 +294,7 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
                                 metadata={"trained": True, "step": step + 1, "phase": config.phase,
                                           "description": f"MediSee {bundle.config.name}, {config.phase} step {step + 1}"})
     bar.close()
-    cache, bundle.model.mask_head.embedding_cache = bundle.model.mask_head.embedding_cache, None
+    cache, bundle.model.mask_head.frozen_cache = bundle.model.mask_head.frozen_cache, None
     if cache is not None:
         log.info("image embeddings: %d slices encoded, %.0f%% of lookups remembered", cache.misses, 100 * cache.hit_rate())
     metrics = None

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import SamModel
 
 from ..config import SamConfig
-from .embedding_cache import EmbeddingCache
+from .frozen_encoder_cache import FrozenEncoderCache
 
 FINE_WIDTH = 16  # channels of the fine-feature stem's hidden layers
 
@@ -45,14 +45,14 @@ class MaskHead(nn.Module):
         # SAM's decoder upscales to prompt_dim / 8 channels; the stem adds to those
         self.fine_stem = fine_stem(config.prompt_dim // 8) if config.fine_features else None
         # set by training: image embeddings remembered while the image encoder is frozen
-        self.embedding_cache: EmbeddingCache | None = None
+        self.frozen_cache: FrozenEncoderCache | None = None
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> image embeddings (B, prompt_dim, S/p, S/p)."""
         encoder = self.sam.vision_encoder
-        if self.embedding_cache is None or any(p.requires_grad for p in encoder.parameters()):
+        if self.frozen_cache is None or any(p.requires_grad for p in encoder.parameters()):
             return encoder(pixel_values).last_hidden_state
-        return self.embedding_cache.encode(pixel_values, lambda pixels: encoder(pixels).last_hidden_state)
+        return self.frozen_cache.encode(pixel_values, lambda pixels: encoder(pixels).last_hidden_state)
 
     def encode_fine(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """(B, prompt_dim / 8, S/2, S/2) fine features, or None without the stem."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medisee.config import preset
-from medisee.model.embedding_cache import EmbeddingCache
+from medisee.model.frozen_encoder_cache import FrozenEncoderCache
 from medisee.model.seg_head import MaskHead
 
 
@@ -20,7 +20,7 @@ class CountingEncoder:
 
 
 def test_only_unseen_rows_are_encoded_and_results_match():
-    cache, encoder = EmbeddingCache(), CountingEncoder()
+    cache, encoder = FrozenEncoderCache(), CountingEncoder()
     first, second = torch.rand(2, 3, 8, 8), torch.rand(1, 3, 8, 8)
     assert torch.equal(cache.encode(first, encoder), encoder(first))
     encoder.rows = 0
@@ -31,7 +31,7 @@ def test_only_unseen_rows_are_encoded_and_results_match():
 
 
 def test_a_changed_pixel_is_a_miss_and_the_oldest_entries_go_first():
-    cache, encoder = EmbeddingCache(max_items=2), CountingEncoder()
+    cache, encoder = FrozenEncoderCache(max_items=2), CountingEncoder()
     a, b, c = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4), torch.full((1, 3, 4, 4), 2.0)
     cache.encode(a, encoder)
     changed = a.clone()
@@ -47,7 +47,7 @@ def test_a_changed_pixel_is_a_miss_and_the_oldest_entries_go_first():
     cache.encode(a, encoder)
     assert cache.misses == 5
     with pytest.raises(ValueError):
-        EmbeddingCache(max_items=0)
+        FrozenEncoderCache(max_items=0)
 
 
 def test_the_mask_head_uses_the_cache_only_while_its_encoder_is_frozen():
@@ -56,11 +56,11 @@ def test_the_mask_head_uses_the_cache_only_while_its_encoder_is_frozen():
     pixels = torch.rand(2, 3, head.config.image_size, head.config.image_size)
     with torch.no_grad():
         direct = head.encode_image(pixels)
-    head.embedding_cache = EmbeddingCache()
+    head.frozen_cache = FrozenEncoderCache()
     with torch.no_grad():
         trained = head.encode_image(pixels)  # encoder still trainable: the cache stays out of it
-    assert len(head.embedding_cache) == 0 and torch.equal(trained, direct)
+    assert len(head.frozen_cache) == 0 and torch.equal(trained, direct)
     head.sam.vision_encoder.requires_grad_(False)
     cached = head.encode_image(pixels)
-    assert torch.allclose(cached, direct, atol=1e-6) and len(head.embedding_cache) == 2
-    assert torch.equal(head.encode_image(pixels), cached) and head.embedding_cache.hits == 2
+    assert torch.allclose(cached, direct, atol=1e-6) and len(head.frozen_cache) == 2
+    assert torch.equal(head.encode_image(pixels), cached) and head.frozen_cache.hits == 2

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 
-class EmbeddingCache:
+class FrozenEncoderCache:
     def __init__(self, max_items: int = 2048) -> None:
         if max_items <= 0:
             raise ValueError("max_items must be positive")
