@@ -329,7 +329,8 @@ class Predictor:
             else:
                 x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1)
                                   * torch.tensor([width, height, width, height])).tolist()
-            phrase = entity_phrase(k, phrases[row], answers[row], query)
+            phrase = distinct_name(entity_phrase(k, phrases[row], answers[row], query),
+                                   [e.phrase for e in predictions[row].entities])
             predictions[row].entities.append(
                 Entity(
                     phrase=phrase,
@@ -395,6 +396,18 @@ def entity_phrase(k: int, phrases: list[str], answer: str, query: str) -> str:
         named = structure_named_in(answer)
         return named.name if named is not None else query[:64]
     return f"{query[:56]} #{k + 1}"
+
+
+def distinct_name(name: str, taken: list[str]) -> str:
+    """``name``, numbered when an earlier entity of the answer has it: a model that names
+    one structure in two groups still gives two masks, and the label map, the server's
+    ``label_names`` and the Slicer segments need one name per entity (else one is lost)."""
+    if name not in taken:
+        return name
+    number = 2
+    while f"{name} #{number}" in taken:
+        number += 1
+    return f"{name} #{number}"
 
 
 def owner_of_prompt(rows: torch.Tensor, predicted_xyxy: torch.Tensor, prompts: list[PromptInputs],

@@ -13,7 +13,7 @@ from medisee.config import MediSeeConfig, VisualPromptConfig, preset
 from medisee.model import TrainingSample
 from medisee.model.trainable import configure_trainable
 from medisee.model.visual_prompts import BOX_END, BOX_START, NOT_A_PROMPT, POINT, InputAligner, VisualPromptEncoder
-from medisee.predictor import PromptInputs, entity_phrase, owner_of_prompt
+from medisee.predictor import PromptInputs, distinct_name, entity_phrase, owner_of_prompt
 
 QUERY = "which organ filters the blood?"
 ANSWER = "Sure, it is [SEG] and [BBOX]. The kidney filters blood."
@@ -496,3 +496,10 @@ def test_visual_tags_read_the_patch_heads_probabilities_of_the_image(tiny_tokeni
 
 def embed_rows(bundle, boxes, probs):
     return embed(bundle, [(QUERY, ANSWER)] * len(boxes), referring_boxes=boxes, patch_probs=probs)
+
+
+def test_a_structure_named_twice_gives_two_distinct_entity_names():
+    assert distinct_name("right lung", []) == "right lung"
+    assert distinct_name("right lung", ["right lung"]) == "right lung #2"
+    assert distinct_name("right lung", ["right lung", "right lung #2", "liver"]) == "right lung #3"
+    assert distinct_name("liver", ["right lung"]) == "liver"
