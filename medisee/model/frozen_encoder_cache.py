@@ -2,9 +2,10 @@
 
 Training draws the same few hundred slices thousands of times; once the SAM-like image
 encoder is frozen its embedding of a slice never changes, and computing it (about 40 ms a
-slice on a CPU core) is most of a training step. Keys are digests of the preprocessed
-pixels, so an augmented or different slice is simply a miss: a stale hit is impossible as
-long as the encoder stays frozen, which is the caller's promise (``MaskHead`` checks it).
+slice on two CPU cores, three times that with the backward pass while it trained) was
+most of a training step. Keys are digests of the preprocessed pixels, so an augmented or
+different slice is simply a miss: a stale hit is impossible as long as the encoder stays
+frozen, which ``MaskHead.encode_image`` checks before it asks.
 """
 
 from __future__ import annotations
