@@ -135,6 +135,16 @@ def run_phase_on_checkpoint(tmp_path, phase: str, model_changes: str):
     return config, text, changed
 
 
+def refused_output(config: Path, tmp_path: Path) -> str:
+    """Run ``config`` again (the first run's folder moved aside) and return its output,
+    after checking that it stopped with an error and without a traceback."""
+    (tmp_path / "run").rename(tmp_path / "first")
+    proc = start(config)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "Traceback" not in output, output
+    return output
+
+
 @pytest.mark.slow
 def test_patches_phase_trains_only_the_patch_head(tmp_path):
     config, text, changed = run_phase_on_checkpoint(tmp_path, "patches", "{patch_classes: [left kidney, spleen]}")
@@ -143,11 +153,7 @@ def test_patches_phase_trains_only_the_patch_head(tmp_path):
     assert changed and all(k.startswith("patch_head.") for k in changed)
 
     config.write_text(text)  # no patch head to train: a clear error, not a traceback
-    (tmp_path / "run").rename(tmp_path / "first")
-    proc = start(config)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode != 0 and "phase patches needs a model with patch_classes" in output
-    assert "Traceback" not in output
+    assert "phase patches needs a model with patch_classes" in refused_output(config, tmp_path)
 
 
 @pytest.mark.slow
@@ -167,11 +173,7 @@ def test_a_frozen_image_encoder_stays_as_it_was_and_its_embeddings_are_remembere
     assert recorded["freeze"] == ["mask_head.sam.vision_encoder."]
 
     config.write_text(text + "freeze: [mask_head.sam.vision_encodr.]\n")  # a typo: refused, not ignored
-    (tmp_path / "run").rename(tmp_path / "first")
-    proc = start(config)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode != 0 and "freeze: no parameters under ['mask_head.sam.vision_encodr.']" in output
-    assert "Traceback" not in output
+    assert "freeze: no parameters under ['mask_head.sam.vision_encodr.']" in refused_output(config, tmp_path)
 
 
 @pytest.mark.slow
