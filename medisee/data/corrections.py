@@ -10,7 +10,8 @@ trains on the pixels it will be asked about) plus one 0/255 mask PNG per entity,
   several, one multi-target record (``extra["targets"]`` and ``extra["answer"]`` =
   ``templates.grouped_answer``, as :mod:`.mimo` writes them), because per-entity records
   with the same image and question would teach contradicting answers;
-* one referring record per entity ("Please segment the liver in this image.").
+* one referring record per entity ("Please segment the liver in this image."), answered
+  as :mod:`.mimo` answers a named label: ``templates.grouped_answer`` with its one phrase.
 
 A few slices with no named label at all give "absent" referring records (the answer is
 ``templates.absent_answer``; with a single named entity, the stored query too), so the
@@ -202,8 +203,9 @@ def correction_records(
             records.append(_query_record(png, found, correction.query, extra, source, rng))
         for phrase, values, path, bbox in found:
             long, short = referring_query(phrase, rng), referring_query(phrase, rng)
-            records.append(Record(png, path, phrase, long, short, bbox, plain_explanation(phrase, rng), source=source,
-                                  extra={**extra, "kind": "referring", "label_values": values}))
+            records.append(Record(png, path, phrase, long, short, bbox, "", source=source,
+                                  extra={**extra, "kind": "referring", "label_values": values,
+                                         "answer": grouped_answer([phrase])}))
     log.info("%s: %d records from %d labelled and %d empty %s slices", study, len(records), len(chosen), len(absent), axis)
     return records
 

@@ -1,7 +1,9 @@
 """MIMOSeg-style instructions over Records, from four perspectives:
 
 * I: label-guided segmentation. The labels are named ("Please segment the liver and
-  spleen in this image."); several labels give one ``<p>label</p> [SEG] and [BBOX]`` group each.
+  spleen in this image."); the answer gives one ``<p>label</p> [SEG] and [BBOX]`` group per
+  label, one label included (as MIMO's label-guided answers): the name is copied into the
+  group rather than into free text, which a small model drifts away from.
 * II: visual-prompt perceiving. A box or point is given, the answer names what is there.
 * III: a reasoning question with a grounded, explained answer (:mod:`.queries`).
 * IV: visual-prompt-assisted reasoning. A box or point plus a question about the marked
@@ -158,8 +160,7 @@ def label_guided(targets: Sequence[Record], rng: random.Random,
     names = [display_name(t.class_text) for t in targets]
     query = templates.referring_query(join_labels(names), rng)
     if len(targets) == 1:
-        explanation = templates.plain_explanation(names[0], rng)
-        return _derived(targets[0], query, query, explanation, grounded_answer(explanation, candidate_tokens), "I")
+        return _derived(targets[0], query, query, "", grouped_answer(names, candidate_tokens), "I")
     listed = [{"class_text": t.class_text, "mask": str(t.mask), "bbox": list(t.bbox)} for t in targets]
     return _derived(targets[0], query, query, "", grouped_answer(names, candidate_tokens), "I", targets=listed)
 

@@ -349,7 +349,9 @@ class MediSeeModel(nn.Module):
         """Teacher-forced pass over full conversations. Returns the final-layer states and
         the per-group predictions; losses are computed from these by ``medisee.losses``.
         ``prompt_boxes`` (G, 4) replaces the mask head's box prompt per group (NaN: keep);
-        ``referring_boxes``/``referring_points`` are the rows' visual prompts (``embed_inputs``)."""
+        ``referring_boxes``/``referring_points`` are the rows' visual prompts (``embed_inputs``);
+        a row's clicked points also prompt the mask head of its first group, as the
+        predictor prompts it with the user's click (``clicks_on_first_groups``)."""
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         patch_probs = self.patch_probabilities(images)[image_index] if self.config.visual_tags else None
@@ -361,8 +363,25 @@ class MediSeeModel(nn.Module):
         outputs = self.decode_groups(hidden, groups)
         if prompt_boxes is not None and len(prompt_boxes) != len(groups):
             raise ValueError(f"{len(prompt_boxes)} prompt boxes for {len(groups)} grounded groups")
-        outputs = self.predict_masks(images, image_index[groups.rows], outputs, prompt_boxes)
+        prompt_points = clicks_on_first_groups(referring_points, groups.rows)
+        outputs = self.predict_masks(images, image_index[groups.rows], outputs, prompt_boxes, prompt_points)
         return ForwardOutputs(hidden=hidden, groups=groups, outputs=outputs, image_index=image_index)
+
+
+def clicks_on_first_groups(referring_points: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    """(G, P, 2) mask-head point prompts: each row's clicks (B, P, 2) on the row's first
+    group, NaN elsewhere; None when no row was clicked. Why the first: a clicked question
+    (perspectives II and IV) grounds the structure it marks first. Without this the mask
+    decoder never sees a point in training, yet the predictor gives it the user's click."""
+    if referring_points is None or referring_points.shape[1] == 0 or torch.isnan(referring_points).all():
+        return None
+    out = referring_points.new_full((len(rows), referring_points.shape[1], 2), float("nan"))
+    seen: set[int] = set()
+    for g, row in enumerate(rows.tolist()):
+        if row not in seen:
+            seen.add(row)
+            out[g] = referring_points[row]
+    return out
 
 
 @dataclass

@@ -65,7 +65,8 @@ def test_masks_and_slices_are_the_label_volume_windowed_as_inference_sees_it(stu
         on_slice = {name for name, value in names.items() if (labels[k] == value).sum() >= 10}
         referring = [r for r in present if r.extra["slice"] == k and r.extra["kind"] == "referring"]
         assert sorted(r.class_text for r in referring) == sorted(on_slice)
-        assert all(r.class_text in r.long and r.class_text in r.short and r.class_text in r.explanation for r in referring)
+        assert all(r.class_text in r.long and r.class_text in r.short for r in referring)
+        assert all(r.extra["answer"] == grouped_answer([r.class_text]) for r in referring)
         (query,) = [r for r in present if r.extra["slice"] == k and r.extra["kind"] == "query"]
         assert query.long == query.short == QUERY
         if len(on_slice) == 1:
@@ -100,6 +101,9 @@ def test_records_round_trip_through_jsonl_and_feed_the_training_loader(study, tm
             assert sample.masks.shape[0] == 0 and sample.answer.startswith("No, there is no")
         elif "targets" in record.extra:
             assert sample.masks.shape[0] == 2 and sample.answer == grouped_answer(["liver", "spleen"])
+        elif record.extra["kind"] == "referring":
+            assert np.array_equal(sample.masks[0] > 0, load_mask(record))
+            assert sample.answer == grouped_answer([record.class_text])
         else:
             assert np.array_equal(sample.masks[0] > 0, load_mask(record))
             assert sample.answer == grounded_answer(record.explanation)

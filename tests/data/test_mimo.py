@@ -22,7 +22,8 @@ def test_label_guided_single_and_multiple(targets):
     liver, ring = targets
     single = mimo.label_guided([liver], random.Random(0))
     assert single.extra["perspective"] == "I" and "liver" in single.short and single.long == single.short
-    assert single.extra["answer"] == templates.grounded_answer(single.explanation) and "liver" in single.explanation
+    assert single.extra["answer"] == templates.grouped_answer(["liver"]) and "targets" not in single.extra
+    assert parse_answer(single.extra["answer"], TOKENS).phrases == ["liver"]
     both = mimo.label_guided([liver, ring], random.Random(0))
     assert "liver and polyp" in both.short
     assert parse_answer(both.extra["answer"], TOKENS).phrases == ["liver", "polyp"]
@@ -89,7 +90,7 @@ def test_instructions_cover_all_perspectives(targets, tmp_path):
     # I for both, I for each alone, then II-IV per target (no knowledge about polyps: no III, IV)
     assert [r.extra["perspective"] for r in out] == ["I", "I", "I", "II", "III", "IV", "II"]
     assert [len(r.extra.get("targets", [None])) for r in out[:3]] == [2, 1, 1]
-    assert out[1].extra["answer"] == templates.grounded_answer(out[1].explanation) and "liver" in out[1].short
+    assert out[1].extra["answer"] == templates.grouped_answer(["liver"]) and "liver" in out[1].short
     assert out == mimo.instructions([liver, ring, absent], "train", random.Random(0))
     third = Record(liver.image, liver.mask, "stomach", "q", "q", liver.bbox, source="t:3")
     out = mimo.instructions([liver, ring, third], "train", random.Random(0))

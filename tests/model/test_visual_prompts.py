@@ -11,6 +11,7 @@ import torch
 from medisee.builder import build_random
 from medisee.config import MediSeeConfig, VisualPromptConfig, preset
 from medisee.model import TrainingSample
+from medisee.model.medisee import clicks_on_first_groups
 from medisee.model.trainable import configure_trainable
 from medisee.model.visual_prompts import BOX_END, BOX_START, NOT_A_PROMPT, POINT, InputAligner, VisualPromptEncoder
 from medisee.predictor import PromptInputs, distinct_name, entity_phrase, owner_of_prompt
@@ -235,6 +236,36 @@ def test_without_the_aligner_the_prompt_tokens_go_to_the_llm_and_train(tiny_toke
     encoder = bundle.model.prompt_encoder
     assert grad_norm(encoder.type_embeddings.weight) > 0
     assert grad_norm(encoder.project[0].weight) > 0 and grad_norm(encoder.project[-1].weight) > 0
+
+
+def test_clicks_go_to_the_first_group_of_their_row():
+    clicks = torch.tensor([[[0.2, 0.4]], [[NAN, NAN]], [[0.7, 0.1]]])
+    out = clicks_on_first_groups(clicks, torch.tensor([0, 0, 1, 2, 2]))
+    torch.testing.assert_close(out[[0, 3]], clicks[[0, 2]])
+    assert torch.isnan(out[[1, 2, 4]]).all()
+    assert clicks_on_first_groups(torch.full((3, 1, 2), NAN), torch.tensor([0, 1, 2])) is None
+    assert clicks_on_first_groups(None, torch.tensor([0])) is None
+
+
+def test_training_prompts_the_mask_head_with_the_click_as_the_predictor_does(tiny, phantom):
+    image, mask, box = phantom
+    centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
+    plain = TrainingSample(image, QUERY, ANSWER, mask[None], box[None])
+    clicked = TrainingSample(image, QUERY, ANSWER, mask[None], box[None], referring_point=centre)
+    captured = []
+    decode = tiny.model.mask_head.decode
+    tiny.model.mask_head.decode = lambda e, s, b, p=None, f=None: (captured.append(p), decode(e, s, b, p, f))[1]
+    try:
+        with torch.no_grad():
+            tiny.loss([plain, clicked])
+            tiny.loss([plain])
+    finally:
+        del tiny.model.mask_head.decode
+    points, unclicked = captured
+    assert torch.isnan(points[0]).all()
+    resized = torch.tensor([256.0, 192.0])  # the phantom's (w, h) in SAM's input pixels
+    torch.testing.assert_close(points[1, 0], torch.tensor(centre) * resized)
+    assert unclicked is None
 
 
 def test_with_the_aligner_referring_prompts_train_the_queries_and_type_embeddings(tiny, phantom):
