@@ -95,6 +95,9 @@ class PromptEncoder:
 
 
 _GROUP = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+# a tag or a stuttered piece of one ("<p>spleen</pleen</pleen</p>": the model repeats the
+# tag's characters inside a word); answers hold no other "<"
+_TAG_PIECE = re.compile(r"</?p[a-z]*>?")
 # template openings left empty once the candidate tokens are removed ("Sure, it is.")
 _OPENER = re.compile(r"^(?:sure,?\s*)?(?:it is|the segmentation and bounding box result is)?\s*[.,]\s*", re.IGNORECASE)
 
@@ -112,18 +115,18 @@ def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer
 
     Groups are counted by the first candidate token; a ``<p>..</p>`` phrase before a group
     names it. Malformed output (unmatched tags, fewer phrases than groups) never raises:
-    missing phrases are empty strings, stray tags are dropped.
+    missing phrases are empty strings, stray tags and stuttered pieces of tags are dropped.
     """
     lead = candidate_tokens[0]
     pieces = answer.split(lead)
     phrases = []
     for before in pieces[:-1]:
         found = _GROUP.findall(before)
-        phrases.append(found[-1].strip() if found else "")
+        phrases.append(found[-1].split("<")[0].strip() if found else "")  # a phrase ends at a broken tag
     alternatives = "|".join(re.escape(t) for t in candidate_tokens)
     tokens = rf"\s*(?:{alternatives})(?:\s*(?:,|and)?\s*(?:{alternatives}))*"
     text = _GROUP.sub(lambda m: m.group(1), re.sub(tokens, "", answer))
-    text = text.replace("<p>", "").replace("</p>", "")
+    text = _TAG_PIECE.sub("", text)
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
     text = _OPENER.sub("", text).strip()
     return ParsedAnswer(text=text, phrases=phrases)

@@ -67,3 +67,10 @@ def test_malformed_multi_entity_output_never_raises_and_keeps_phrases_in_order()
     # a phrase after the last group names nothing; groups follow the first candidate token
     assert parse_answer("[SEG] and [BBOX] <p>kidney</p>", TOKENS).phrases == [""]
     assert parse_answer("<p>a</p> [SEG] [SEG] [BBOX]", TOKENS).phrases == ["a", ""]
+
+
+def test_a_stuttered_closing_tag_ends_the_phrase():
+    # seen from the tiny model: the tag's characters repeated inside the name
+    parsed = parse_answer("Sure, <p>spleen</pleen</pleen</p> [SEG] and [BBOX].", TOKENS)
+    assert parsed.phrases == ["spleen"] and parsed.text == "spleen."
+    assert parse_answer("Sure, <p>liver</p> [SEG], <p>spleen<pleen</p> [SEG].", TOKENS).phrases == ["liver", "spleen"]
