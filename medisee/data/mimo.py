@@ -5,6 +5,8 @@
   label, one label included (as MIMO's label-guided answers): the name is copied into the
   group rather than into free text, which a small model drifts away from.
 * II: visual-prompt perceiving. A box or point is given, the answer names what is there.
+  II and IV answers open with the marked structure's ``<p>name</p>`` group
+  (``templates.named_answer``), then explain.
 * III: a reasoning question with a grounded, explained answer (:mod:`.queries`).
 * IV: visual-prompt-assisted reasoning. A box or point plus a question about the marked
   structure, answered from the knowledge base.
@@ -31,7 +33,7 @@ from .knowledge import find_structure
 from .mlmr import read_mask
 from .queries import TargetContext, coarse_position, display_name, generate_queries, visual_prompt_query
 from .records import Record
-from .templates import DEFAULT_CANDIDATES, grounded_answer, grouped_answer
+from .templates import DEFAULT_CANDIDATES, grounded_answer, grouped_answer, named_answer
 
 PERSPECTIVES = ("I", "II", "III", "IV")
 BOX_JITTER = 0.05  # each edge moves by up to this fraction of the box's width or height
@@ -171,8 +173,9 @@ def prompt_perceiving(target: Record, rng: random.Random, prompt: str | None = N
     _check_present(target)
     visual = _visual_prompt(target, rng, prompt)
     query = rng.choice(templates.BOX_QUESTIONS if "box" in visual else templates.POINT_QUESTIONS)
-    explanation = rng.choice(templates.PROMPT_ANSWERS).format(class_name=display_name(target.class_text))
-    return _derived(target, query, query, explanation, grounded_answer(explanation, candidate_tokens), "II",
+    name = display_name(target.class_text)
+    explanation = rng.choice(templates.PROMPT_ANSWERS).format(class_name=name)
+    return _derived(target, query, query, explanation, named_answer(name, explanation, candidate_tokens), "II",
                     **{f"prompt_{kind}": value for kind, value in visual.items()})
 
 
@@ -191,8 +194,8 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
     _check_present(target)
     visual = _visual_prompt(target, rng, prompt)
     qa = visual_prompt_query(target_context(target), templates.prompt_region(**visual), split, rng)
-    return _derived(target, qa.long, qa.short, qa.explanation, grounded_answer(qa.explanation, candidate_tokens),
-                    "IV", template_id=qa.template_id, **{f"prompt_{kind}": value for kind, value in visual.items()})
+    answer = named_answer(display_name(target.class_text), qa.explanation, candidate_tokens)
+    return _derived(target, qa.long, qa.short, qa.explanation, answer, "IV", template_id=qa.template_id, **{f"prompt_{kind}": value for kind, value in visual.items()})
 
 
 def instructions(records: Sequence[Record], split: str, rng: random.Random,

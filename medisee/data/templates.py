@@ -359,3 +359,12 @@ def grouped_answer(phrases: list[str] | tuple[str, ...], candidate_tokens: tuple
         raise ValueError("a grouped answer needs at least one phrase")
     tokens = candidate_phrase(candidate_tokens)
     return "Sure, " + ", ".join(f"<p>{phrase}</p> {tokens}" for phrase in phrases) + "."
+
+
+def named_answer(phrase: str, explanation: str, candidate_tokens: tuple[str, ...] = DEFAULT_CANDIDATES) -> str:
+    """``Sure, <p>liver</p> [SEG] and [BBOX]. The marked area ...``: one named group, then
+    the explanation. For questions about a drawn box or click the name comes first, where
+    the visual tags say it, not somewhere in free text the tiny model can drift from."""
+    text = explanation.strip()
+    grouped = grouped_answer([phrase], candidate_tokens)
+    return f"{grouped} {text}" if text else grouped

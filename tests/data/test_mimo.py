@@ -50,7 +50,7 @@ def test_prompt_perceiving_box_and_point(targets, scan):
         assert all(abs(a - b) <= 0.05 * s + 1e-4 for a, b, s in zip(box, liver.bbox, (width, height) * 2))
         assert boxed.short in templates.BOX_QUESTIONS and "liver" in boxed.explanation
         assert not any(ch.isdigit() for ch in boxed.short)  # the box reaches the model as a visual prompt
-        assert boxed.extra["perspective"] == "II" and boxed.extra["answer"].startswith("Sure, it is [SEG] and [BBOX].")
+        assert boxed.extra["perspective"] == "II" and boxed.extra["answer"] == templates.named_answer("liver", boxed.explanation)
         pointed = mimo.prompt_perceiving(ring, random.Random(seed), prompt="point")
         x, y = pointed.extra["prompt_point"]
         assert scan["ring_mask"][int(y * 48), int(x * 64)]  # on the ring, although its centroid is not
@@ -72,6 +72,8 @@ def test_reasoning_and_prompted_questions(targets):
         assert ("prompt_box" in fourth.extra) != ("prompt_point" in fourth.extra)
         assert "the drawn box" in fourth.long + fourth.short or "the clicked point" in fourth.long + fourth.short
         assert "liver" not in fourth.long + fourth.short and "liver" in fourth.explanation
+        assert fourth.extra["answer"] == templates.named_answer("liver", fourth.explanation)
+        assert parse_answer(fourth.extra["answer"], TOKENS).phrases == ["liver"]
 
 
 def test_target_context_reads_record_extras(targets):

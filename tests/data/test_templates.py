@@ -4,7 +4,7 @@ import pytest
 
 from medisee.conversation import answer_prefix, parse_answer
 from medisee.data import templates
-from medisee.data.templates import absent_answer, grounded_answer, grouped_answer
+from medisee.data.templates import absent_answer, grounded_answer, grouped_answer, named_answer
 
 
 def test_grounded_answer_always_opens_canonically():
@@ -71,3 +71,8 @@ def test_visual_prompt_text():
     assert templates.prompt_region(point=(0.5, 0.25)) == "the clicked point"
     with pytest.raises(ValueError):
         templates.prompt_region()
+
+
+def test_named_answer_opens_with_its_group_then_explains():
+    assert named_answer("liver", " The liver makes bile. ") == "Sure, <p>liver</p> [SEG] and [BBOX]. The liver makes bile."
+    assert named_answer("liver", "") == grouped_answer(["liver"])
