@@ -161,10 +161,9 @@ def label_guided(targets: Sequence[Record], rng: random.Random,
             raise ValueError(f"all targets must be on one image: {targets[0].image} and {target.image}")
     names = [display_name(t.class_text) for t in targets]
     query = templates.referring_query(join_labels(names), rng)
-    if len(targets) == 1:
-        return _derived(targets[0], query, query, "", grouped_answer(names, candidate_tokens), "I")
     listed = [{"class_text": t.class_text, "mask": str(t.mask), "bbox": list(t.bbox)} for t in targets]
-    return _derived(targets[0], query, query, "", grouped_answer(names, candidate_tokens), "I", targets=listed)
+    several = {"targets": listed} if len(targets) > 1 else {}  # one target: the record's own mask
+    return _derived(targets[0], query, query, "", grouped_answer(names, candidate_tokens), "I", **several)
 
 
 def prompt_perceiving(target: Record, rng: random.Random, prompt: str | None = None,
@@ -195,7 +194,8 @@ def prompted_question(target: Record, split: str, rng: random.Random, prompt: st
     visual = _visual_prompt(target, rng, prompt)
     qa = visual_prompt_query(target_context(target), templates.prompt_region(**visual), split, rng)
     answer = named_answer(display_name(target.class_text), qa.explanation, candidate_tokens)
-    return _derived(target, qa.long, qa.short, qa.explanation, answer, "IV", template_id=qa.template_id, **{f"prompt_{kind}": value for kind, value in visual.items()})
+    return _derived(target, qa.long, qa.short, qa.explanation, answer, "IV", template_id=qa.template_id,
+                    **{f"prompt_{kind}": value for kind, value in visual.items()})
 
 
 def instructions(records: Sequence[Record], split: str, rng: random.Random,
