@@ -79,7 +79,20 @@ class PromptEncoder:
             spans.append((opening.end() - 1, opening.end() + 1))  # with the space before it
         return [i for i, (start, end) in enumerate(offsets) if any(start < b and a < end for a, b in spans)]
 
-    def encode(self, query: str, answer: str | None = None) -> EncodedPrompt:
+    def shared_opening(self, answers: list[str]) -> list[int]:
+        """The token ids all ``answers`` start with (as ``encode`` tokenizes them): an
+        opening that can be given to the model without splitting a token it would write."""
+        tokenized = [self.answer_ids(answer) for answer in answers]
+        shared = 0
+        while all(len(ids) > shared for ids in tokenized) and len({ids[shared] for ids in tokenized}) == 1:
+            shared += 1
+        return tokenized[0][:shared] if tokenized else []
+
+    def encode(self, query: str, answer: str | None = None, opening: list[int] | None = None) -> EncodedPrompt:
+        """The conversation's ids; ``answer`` (training) ends with the end token and is
+        labelled, ``opening`` (generation) is the given start of an answer, as token ids."""
+        if answer is not None and opening is not None:
+            raise ValueError("give an answer (training) or an opening (generation), not both")
         before, after = user_turn(query).split(IMAGE_PLACEHOLDER, 1)
         head = [self.tokenizer.bos_token_id] + self._ids("[INST] " + before)
         tail = self._ids(after + " [/INST]")
@@ -91,6 +104,9 @@ class PromptEncoder:
             answer_ids = self.answer_ids(answer) + [self.tokenizer.eos_token_id]
             prompt = prompt + answer_ids
             labels = labels + answer_ids
+        elif opening is not None:
+            prompt = prompt + list(opening)
+            labels = labels + [IGNORE_INDEX] * len(opening)
         return EncodedPrompt(prompt, len(head), self.num_image_tokens, answer_start, labels)
 
 

@@ -6,7 +6,8 @@ about the same slice runs only the language model and the decoders. Slices of a 
 are processed in batches. Two modes:
 
 - ``full``: greedy generation of the answer text; candidate tokens in the generated text
-  are grounded (explanation + masks).
+  are grounded (explanation + masks). With a drawn box or click the answer is given its
+  opening ``Sure, <p>`` and the model names the marked structure next.
 - ``fast``: mask-only; the answer prefix that carries the candidate tokens
   ("Sure, it is [SEG] and [BBOX].") is teacher-forced in one forward pass, no generation.
 
@@ -124,6 +125,7 @@ class Predictor:
         self.cache = EmbeddingCache(cache_size)
         self.batch_size = max(1, batch_size)
         self.max_new_tokens = max_new_tokens or model.config.max_new_tokens
+        self._prompted_opening: list[int] | None = None  # token ids, found on first use
 
     # -- public API -----------------------------------------------------------------------
     def predict(
@@ -248,7 +250,8 @@ class Predictor:
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
-        tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
+        openings = [self._opening(prompt) for prompt in prompts]
+        tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left", openings=openings)
         embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
                                     tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
                                     self._patch_probs(encoding))
@@ -257,18 +260,37 @@ class Predictor:
         groups = model.find_groups(ids)
         # a generated token at step k was predicted by step k's state: no shift needed
         states = step_states[groups.rows.unsqueeze(1), groups.positions]
+        # scores run over the generated tokens: a given opening is not the model's choice
         scores = grounding_scores(probs, groups.rows, groups.positions, torch.zeros_like(tokens.answer_start))
         raw, parsed = [], []
         for row in range(len(prompts)):
             row_ids = ids[row].tolist()
             row_ids = row_ids[: row_ids.index(eos)] if eos in row_ids else row_ids
-            text = bundle.tokenizer.decode(row_ids, skip_special_tokens=False)
+            text = bundle.tokenizer.decode((openings[row] or []) + row_ids, skip_special_tokens=False)
             raw.append(text)
             parsed.append(parse_answer(text, bundle.config.candidate_tokens))
         answers, phrases = [p.text for p in parsed], [p.phrases for p in parsed]
         if self._checks_presence:
             scores = scores * self._named_presence(encoding, groups.rows, phrases, answers)
         return self._ground(encoding, groups.rows, states, scores, answers, phrases, query, prompts, raw)
+
+    def _opening(self, prompt: PromptInputs) -> list[int] | None:
+        """A drawn box or click asks about the structure it marks, so the answer is given the
+        opening every named answer shares (``Sure, <p>``, as perspectives II and IV teach it)
+        and the model writes the name next, where it learned to read it from the visual tags;
+        without it a question worded like a reasoning one can get the unnamed ``Sure, it is
+        [SEG]`` form. Models without the visual prompt encoder never learned the named form
+        and answer freely."""
+        if self.model.config.visual_prompts is None or (prompt.box is None and prompt.point is None):
+            return None
+        if self._prompted_opening is None:
+            from .data.knowledge import load_knowledge
+            from .data.templates import named_answer
+
+            names = list(self.model.config.patch_classes) or list(load_knowledge())
+            candidates = self.model.config.candidate_tokens
+            self._prompted_opening = self.model.prompts.shared_opening([named_answer(n, "", candidates) for n in names])
+        return self._prompted_opening
 
     def _named_presence(self, encoding: ImageEncoding, rows: torch.Tensor, phrases: list[list[str]],
                         answers: list[str]) -> torch.Tensor:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 
+from medisee.builder import build_random
+from medisee.config import preset
 from medisee.predictor import EmbeddingCache, PredictionInputError, Predictor
 
 QUERY = "which organ filters the blood?"
@@ -91,9 +94,11 @@ def test_the_box_comes_from_the_decoder_or_from_the_mask(tiny, phantom):
 
 
 @contextmanager
-def answering(bundle, text: str):
-    """The language model writes ``text`` (then the end token) whatever it reads."""
+def answering(bundle, text: str, given: int = 0):
+    """The language model writes ``text`` (then the end token) whatever it reads, less its
+    first ``given`` tokens (an opening the predictor gives)."""
     script = bundle.tokenizer(text, add_special_tokens=False).input_ids + [bundle.tokenizer.eos_token_id]
+    script = script[given:]
     lm = bundle.model.mllm.language_model
     steps = {"i": 0}
 
@@ -116,7 +121,7 @@ def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
     group and grounds it with the state that predicted [SEG]."""
     bundle = tiny
     with answering(bundle, " Sure, it is [SEG] and [BBOX]."):
-        result = Predictor(bundle, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+        result = Predictor(bundle, score_threshold=0.5).predict(phantom[0], QUERY, mode="full")
     assert "[SEG]" in result.raw_answer and "[BBOX]" in result.raw_answer
     assert len(result.entities) == 1
     entity = result.entities[0]
@@ -125,6 +130,57 @@ def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
     assert entity.mask.shape == phantom[0].shape
     x0, y0, x1, y1 = entity.box
     assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
+
+
+def named_opening(bundle) -> list[int]:
+    """The token ids every named answer (``Sure, <p>name</p> ...``) starts with."""
+    from medisee.data.knowledge import load_knowledge
+    from medisee.data.templates import named_answer
+
+    return bundle.prompts.shared_opening([named_answer(name, "It is there.") for name in load_knowledge()])
+
+
+def test_shared_opening_is_the_longest_common_token_prefix(tiny):
+    prompts = tiny.prompts
+    answers = ["Sure, <p>liver</p> [SEG].", "Sure, <p>spleen</p> [SEG]."]
+    shared = prompts.shared_opening(answers)
+    assert 0 < len(shared) < len(prompts.answer_ids(answers[0]))
+    for answer in answers:
+        assert prompts.answer_ids(answer)[: len(shared)] == shared
+    assert len({prompts.answer_ids(a)[len(shared)] for a in answers}) == 2  # no longer prefix is shared
+    assert "Sure," in tiny.tokenizer.decode(shared)
+
+
+def test_a_drawn_prompt_opens_the_answer_with_the_marked_structures_group(tiny, phantom):
+    """With a box or click the answer is given the opening every named answer shares and
+    the model writes the rest: the group names the entity, and only generated tokens make
+    its score (the given opening is not the model's choice)."""
+    given = len(named_opening(tiny))
+    with answering(tiny, " Sure, <p>liver</p> [SEG] and [BBOX]. It filters the blood.", given):
+        boxed = Predictor(tiny, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+    assert boxed.raw_answer.startswith("Sure, <p>liver</p> [SEG] and [BBOX].")
+    assert boxed.answer == "liver. It filters the blood."
+    assert [e.phrase for e in boxed.entities] == ["liver"]
+    assert boxed.entities[0].score == pytest.approx(1.0)
+    with answering(tiny, " Sure, <p>spleen</p> [SEG] and [BBOX].", given):
+        clicked = Predictor(tiny, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", point=(80, 40))
+    assert [e.phrase for e in clicked.entities] == ["spleen"]
+
+
+def test_models_without_the_visual_prompt_encoder_answer_a_box_freely(tiny_tokenizer, phantom):
+    """The box only prompts the mask head of a model that never learned the named form."""
+    plain = build_random(dataclasses.replace(preset("tiny"), visual_prompts=None), seed=0, tokenizer=tiny_tokenizer)
+    with answering(plain, " Sure, it is [SEG] and [BBOX]."):
+        result = Predictor(plain, score_threshold=0.5).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+    assert result.raw_answer.startswith("Sure, it is [SEG]")
+    assert [e.phrase for e in result.entities] == [QUERY]
+
+
+def test_the_shipped_tokenizer_gives_prompted_answers_their_tag_and_leaves_the_name_to_the_model():
+    from medisee.models import load_model
+
+    bundle = load_model("default").bundle
+    assert bundle.tokenizer.decode(named_opening(bundle)).strip() == "Sure, <p>"
 
 
 @pytest.mark.parametrize(
@@ -168,11 +224,6 @@ def test_grounding_score_is_the_probability_of_the_answer_up_to_each_group():
 def gated(tiny_tokenizer):
     """A tiny model whose patch head knows two structures and checks their presence; the
     head's probabilities are set by the test (``seen``)."""
-    import dataclasses
-
-    from medisee.builder import build_random
-    from medisee.config import preset
-
     config = dataclasses.replace(preset("tiny"), patch_classes=("liver", "spleen"), presence_gate=True)
     bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
     seen = {"liver": 1.0, "spleen": 1.0}
@@ -231,7 +282,5 @@ def test_full_mode_checks_the_structure_each_group_names(gated, phantom):
 
 
 def test_the_presence_check_needs_a_patch_head():
-    from medisee.config import preset
-
     with pytest.raises(ValueError, match="presence_gate needs patch_classes"):
         type(preset("tiny"))(presence_gate=True)

@@ -54,7 +54,8 @@ def mimo_section(mimo: dict, before: dict | None, after: dict) -> list[str]:
     lines = ["", "## Visual prompts and several entities (MIMOSeg perspectives)",
              f"`medisee evaluate --mimo` ({mimo.get('instructions')} instructions from the test split's present "
              "targets, full mode; I: label-guided, II: box/point perceiving, III: reasoning, IV: visual-prompt "
-             "reasoning):", "",
+             "reasoning; with a box or point the answer is given its opening `Sure, <p>` and the model writes the "
+             "name and the rest):", "",
              "| perspective | mIoU | AP50 | grounding F1 | BLEU-4 | ROUGE-L | METEOR | n |",
              "|---|---|---|---|---|---|---|---|"]
     for name, g in mimo.get("perspectives", {}).items():

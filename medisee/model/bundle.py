@@ -92,9 +92,12 @@ class MediSee:
         return self.model.encode_images(*self.prepare_images(images))
 
     # -- text -----------------------------------------------------------------------------
-    def tokenize(self, conversations: list[tuple[str, str | None]], padding_side: str = "right") -> TokenBatch:
-        """(query, answer or None) pairs -> a padded batch (left padding for generation)."""
-        encoded = [self.prompts.encode(q, a) for q, a in conversations]
+    def tokenize(self, conversations: list[tuple[str, str | None]], padding_side: str = "right",
+                 openings: list[list[int] | None] | None = None) -> TokenBatch:
+        """(query, answer or None) pairs -> a padded batch (left padding for generation);
+        ``openings`` gives generation rows the start of their answer (token ids)."""
+        openings = openings or [None] * len(conversations)
+        encoded = [self.prompts.encode(q, a, o) for (q, a), o in zip(conversations, openings, strict=True)]
         return pad_prompts(encoded, self.tokenizer.pad_token_id, padding_side, self.device)
 
     def referring_tensors(self, boxes: list, points: list) -> tuple[torch.Tensor, torch.Tensor]:
