@@ -1,6 +1,6 @@
 """Reproduce the bundled default model (the tiny preset) from nothing, offline.
 
-    .venv/bin/python -m training.build_default            # about an hour on 2 CPU cores
+    .venv/bin/python -m training.build_default            # one to two hours on 2 CPU cores
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).

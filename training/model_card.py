@@ -28,7 +28,7 @@ def _pct(value) -> str:
 
 
 PIPELINE = (
-    "(about an hour on 2 CPU cores) runs eight stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
+    "(one to two hours on 2 CPU cores, by the machine) runs eight stages: box-prompted segmentation pretraining of the mask head (MedSAM-style, no "
     "language model), pretraining from scratch (everything but the mask head's image encoder trains, which "
     "stays frozen from here on; half the masks prompted with the "
     "true box), its continuation with absent-target questions oversampled, the paper's end-to-end "
