@@ -287,7 +287,8 @@ class Predictor:
             from .data.knowledge import load_knowledge
             from .data.templates import named_answer
 
-            names = list(self.model.config.patch_classes) or list(load_knowledge())
+            # every structure it may name: with one name the shared prefix would be a whole answer
+            names = list(dict.fromkeys([*self.model.config.patch_classes, *load_knowledge()]))
             candidates = self.model.config.candidate_tokens
             self._prompted_opening = self.model.prompts.shared_opening([named_answer(n, "", candidates) for n in names])
         return self._prompted_opening

@@ -167,6 +167,14 @@ def test_a_drawn_prompt_opens_the_answer_with_the_marked_structures_group(tiny, 
     assert [e.phrase for e in clicked.entities] == ["spleen"]
 
 
+def test_the_opening_stops_before_the_name_whatever_the_patch_classes(tiny_tokenizer, phantom):
+    """A patch head of one structure must not make that structure's whole answer the opening."""
+    one = build_random(dataclasses.replace(preset("tiny"), patch_classes=("liver",)), seed=0, tokenizer=tiny_tokenizer)
+    with answering(one, " Sure, <p>spleen</p> [SEG] and [BBOX].", len(named_opening(one))):
+        result = Predictor(one, score_threshold=0.0).predict(phantom[0], QUERY, mode="full", box=(10, 10, 100, 80))
+    assert [e.phrase for e in result.entities] == ["spleen"]
+
+
 def test_models_without_the_visual_prompt_encoder_answer_a_box_freely(tiny_tokenizer, phantom):
     """The box only prompts the mask head of a model that never learned the named form."""
     plain = build_random(dataclasses.replace(preset("tiny"), visual_prompts=None), seed=0, tokenizer=tiny_tokenizer)
