@@ -25,6 +25,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -125,7 +126,6 @@ class Predictor:
         self.cache = EmbeddingCache(cache_size)
         self.batch_size = max(1, batch_size)
         self.max_new_tokens = max_new_tokens or model.config.max_new_tokens
-        self._prompted_opening: list[int] | None = None  # token ids, found on first use
 
     # -- public API -----------------------------------------------------------------------
     def predict(
@@ -283,15 +283,11 @@ class Predictor:
         and answer freely."""
         if self.model.config.visual_prompts is None or (prompt.box is None and prompt.point is None):
             return None
-        if self._prompted_opening is None:
-            from .data.knowledge import load_knowledge
-            from .data.templates import named_answer
-
-            # every structure it may name: with one name the shared prefix would be a whole answer
-            names = list(dict.fromkeys([*self.model.config.patch_classes, *load_knowledge()]))
-            candidates = self.model.config.candidate_tokens
-            self._prompted_opening = self.model.prompts.shared_opening([named_answer(n, "", candidates) for n in names])
         return self._prompted_opening
+
+    @cached_property
+    def _prompted_opening(self) -> list[int]:
+        return named_opening(self.model)
 
     def _named_presence(self, encoding: ImageEncoding, rows: torch.Tensor, phrases: list[list[str]],
                         answers: list[str]) -> torch.Tensor:
@@ -394,6 +390,16 @@ class Predictor:
                 points[g] = [list(point)]
         as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=like.dtype, device=like.device)  # noqa: E731
         return as_tensor(boxes), as_tensor(points)
+
+
+def named_opening(bundle: MediSee) -> list[int]:
+    """The token ids every named answer (``Sure, <p>name</p> ...``) starts with, over every
+    structure the model may name (with one name the shared prefix would be a whole answer)."""
+    from .data.knowledge import load_knowledge
+    from .data.templates import named_answer
+
+    names = dict.fromkeys([*bundle.config.patch_classes, *load_knowledge()])
+    return bundle.prompts.shared_opening([named_answer(name, "", bundle.config.candidate_tokens) for name in names])
 
 
 def occurrences(rows: list[int]) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 
 from medisee.builder import build_random
 from medisee.config import preset
-from medisee.predictor import EmbeddingCache, PredictionInputError, Predictor
+from medisee.predictor import EmbeddingCache, PredictionInputError, Predictor, named_opening
 
 QUERY = "which organ filters the blood?"
 
@@ -130,14 +130,6 @@ def test_full_mode_grounds_generated_candidate_tokens(tiny, phantom):
     assert entity.mask.shape == phantom[0].shape
     x0, y0, x1, y1 = entity.box
     assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
-
-
-def named_opening(bundle) -> list[int]:
-    """The token ids every named answer (``Sure, <p>name</p> ...``) starts with."""
-    from medisee.data.knowledge import load_knowledge
-    from medisee.data.templates import named_answer
-
-    return bundle.prompts.shared_opening([named_answer(name, "It is there.") for name in load_knowledge()])
 
 
 def test_shared_opening_is_the_longest_common_token_prefix(tiny):
