@@ -173,6 +173,9 @@ class LossWeights:
     # Not in the paper: BCE of the patch head (``MediSeeConfig.patch_classes``), when the
     # model has one and a sample knows every structure on its slice.
     patch: float = 1.0
+    # Not in the paper: BCE of the query head (``MediSeeConfig.query_tags``) on which
+    # catalogue structures the question asks for, when the sample knows it.
+    query: float = 1.0
 
 
 @dataclass
@@ -244,6 +247,19 @@ class MediSeeConfig:
     # Ours, needs ``patch_classes``: each entity's score is multiplied by the patch head's
     # belief that the structure the model means is on the slice (``medisee.presence``).
     presence_gate: bool = False
+    # Ours, needs ``patch_classes``: "query tags" follow the visual tags, one token per
+    # patch class, its name mixed with "No" by how surely the question asks for it (a query
+    # head on the embedding of ``sentence_encoder``, a frozen pretrained model that is not
+    # stored in the checkpoint): how people word a request, which a language model trained
+    # from scratch on generated phrasings cannot learn (docs/ARCHITECTURE.md).
+    query_tags: bool = False
+    sentence_encoder: str = "all-MiniLM-L6-v2"
+    query_head_hidden: int = 256
+    # Ours, needs ``query_tags``: each entity's score is also multiplied by how surely the
+    # question asks for the structure the model means (the query head), unless a drawn box
+    # or click says what is meant: a structure the question does not ask for, or one outside
+    # the catalogue, is not answered with the nearest structure the model knows.
+    query_gate: bool = False
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -258,6 +274,10 @@ class MediSeeConfig:
             raise ValueError("visual_tags needs patch_classes (the patch head that tags the image)")
         if self.presence_gate and not self.patch_classes:
             raise ValueError("presence_gate needs patch_classes (the patch head that sees what the slice shows)")
+        if self.query_tags and not self.patch_classes:
+            raise ValueError("query_tags needs patch_classes (the structures a question can ask for)")
+        if self.query_gate and not self.query_tags:
+            raise ValueError("query_gate needs query_tags (the query head that reads what the question asks for)")
 
     @property
     def num_candidates(self) -> int:
@@ -271,11 +291,13 @@ class MediSeeConfig:
 
     @property
     def num_tag_tokens(self) -> int:
-        """Visual tags at the end of the image slot: one per patch class, one per prompt."""
+        """Tags at the end of the image slot: visual tags (one per patch class, one per
+        prompt), then query tags (one per patch class)."""
+        queried = len(self.patch_classes) if self.query_tags else 0
         if not self.visual_tags:
-            return 0
+            return queried
         prompts = 1 + self.visual_prompts.max_points if self.visual_prompts is not None else 0
-        return len(self.patch_classes) + prompts
+        return len(self.patch_classes) + prompts + queried
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ several entities each group is ``<p>phrase</p> [SEG] and [BBOX]``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 IGNORE_INDEX = -100
@@ -146,3 +147,25 @@ def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
     text = _OPENER.sub("", text).strip()
     return ParsedAnswer(text=text, phrases=phrases)
+
+
+# A word said twice back to back ("the stomach stomach", "heartheart"), tags and candidate
+# tokens aside: what a tiny language model's greedy decoding sometimes writes.
+REPEATED_WORD = re.compile(r"\b(\w+)(?:\s+\1\b|\1\b)", re.IGNORECASE)
+_MARKUP = re.compile(r"</?p>|\[[A-Z][A-Z0-9_]*\]")
+_ENDS_REPEATED = re.compile(r"\b(\w+)(?:\s+|)\1$", re.IGNORECASE)
+_TAIL_TOKENS = 12  # enough of the text to hold two words
+
+
+def repeats_a_word(text: str) -> bool:
+    return bool(REPEATED_WORD.search(_MARKUP.sub(" ", text)))
+
+
+def refuses_repeated_word(tokenizer) -> Callable[[list[int], int], bool]:
+    """For greedy decoding: whether a token would end the text with its last word said a
+    second time, back to back (the decoder then takes its next most probable token)."""
+    def refuse(ids: list[int], token: int) -> bool:
+        tail = _MARKUP.sub(" ", tokenizer.decode(ids[-_TAIL_TOKENS:] + [token], skip_special_tokens=False))
+        return bool(_ENDS_REPEATED.search(tail))
+
+    return refuse

@@ -105,6 +105,6 @@ def combine(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tenso
     factors = {
         "ce": weights.ce, "bce": weights.bce, "dice": weights.dice,
         "l1": weights.box, "giou": weights.box, "js": weights.js, "mse": weights.mse,
-        "decision": weights.decision, "naming": weights.naming, "patch": weights.patch,
+        "decision": weights.decision, "naming": weights.naming, "patch": weights.patch, "query": weights.query,
     }
     return sum(factors[name] * value for name, value in terms.items())

@@ -22,20 +22,24 @@ Coordinates: boxes are (x0, y0, x1, y1) in pixels with x along columns; points a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from .conversation import answer_prefix, parse_answer
+from .conversation import answer_prefix, parse_answer, refuses_repeated_word
+from .data.knowledge import find_structure
+from .data.templates import absent_answer, grouped_answer
 from .metrics import mask_to_box
 from .model import ImageEncoding, MediSee
 from .model.box_head import cxcywh_to_xyxy
 
 MAX_QUERY_CHARS = 2000
+ASKED = 0.5  # query-head probability above which a query asks for a structure
 MODES = ("full", "fast")
 
 
@@ -207,56 +211,137 @@ class Predictor:
                 self.cache.put(k, cached[k])
         return ImageEncoding.concat([cached[k] for k in keys])
 
-    def _run_fast(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
+    def _run_fast(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs],
+                  forms: list[str] | None = None) -> list[Prediction]:
+        """Teacher-forced answers: the one-entity opening or, for the structures the query
+        head is sure the query asks for, one named group each, whichever form the model
+        finds likelier per row (for several structures, by the opening alone: "Sure, <p>"
+        against "Sure, it is [SEG]"). ``forms`` receives the answer each row was given."""
+        candidates = self.model.config.candidate_tokens
+        forced = [answer_prefix(candidates)] * len(prompts)
+        rows, states, scores = self._teacher_force(encoding, query, prompts, forced)
+        named = self._asked(query)
+        asked = [row for row, p in enumerate(prompts) if named and p.box is None and p.point is None]
+        if asked:
+            answer, several = grouped_answer(named, candidates), len(named) > 1
+            n_rows, n_states, n_scores = self._teacher_force(encoding, query, prompts, [answer] * len(prompts),
+                                                             given_names=several)
+            first, n_first = _first_scores(rows, scores, len(prompts)), _first_scores(n_rows, n_scores, len(prompts))
+            chosen = [row for row in asked if n_first[row] > first[row]]
+            for row in chosen:
+                forced[row] = answer
+            keep, take = ~_rows_in(rows, chosen), _rows_in(n_rows, chosen)
+            rows, states, scores = (torch.cat([a[keep], b[take]]) for a, b in
+                                    ((rows, n_rows), (states, n_states), (scores, n_scores)))
+            order = torch.sort(rows, stable=True).indices
+            rows, states, scores = rows[order], states[order], scores[order]
+        if forms is not None:
+            forms.extend(forced)
+        phrases = [parse_answer(answer, candidates).phrases for answer in forced]
+        if self._gates:  # named groups: their structure's gate; the others: the structure the model means
+            factors = self._named_presence(encoding, rows, phrases, [""] * len(prompts), query, prompts)
+            # the meant structure costs a second pass: rows already below the threshold skip it
+            unnamed = sorted({row for row in rows[scores >= self.score_threshold].tolist() if not any(phrases[row])})
+            if unnamed:
+                meant = scores.new_zeros(len(prompts))
+                meant[unnamed] = self._meant_presence(encoding.select(unnamed), query, [prompts[r] for r in unnamed])
+                factors = torch.where(_rows_in(rows, unnamed), meant[rows], factors.to(meant))
+            scores = scores * factors
+        return self._ground(encoding, rows, states, scores, [""] * len(prompts), phrases, query, prompts)
+
+    def _teacher_force(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs], answers: list[str],
+                       given_names: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass over the rows with their ``answers`` given: each group's row, the state
+        before its candidate tokens and its score. ``given_names``: the query head chose the
+        groups, so each is scored by the answer's opening alone ("Sure, <p>": is anything
+        asked for there at all); the gates then weigh each structure."""
         bundle, model = self.model, self.model.model
-        prefix = answer_prefix(bundle.config.candidate_tokens)
-        tokens = bundle.tokenize([(query, prefix)] * len(prompts))
-        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
-                                    self._patch_probs(encoding))
+        tokens = bundle.tokenize([(query, answer) for answer in answers])
+        embeds = self._embed(encoding, tokens, query, prompts)
         hidden = model.mllm.hidden_states(embeds, tokens.attention_mask)
         groups = model.find_groups(tokens.input_ids, tokens.answer_start)
         states = hidden[groups.rows.unsqueeze(1), groups.positions - 1]
         token_probs = self._teacher_forced_probabilities(hidden, tokens.input_ids)
-        scores = grounding_scores(token_probs, groups.rows, groups.positions, tokens.answer_start)
-        if self._checks_presence:  # it only lowers scores: rows already below the threshold skip it
-            checked = sorted(set(groups.rows[scores >= self.score_threshold].tolist()))
-            factors = scores.new_zeros(len(prompts))
-            if checked:
-                factors[checked] = self._meant_presence(encoding.select(checked), query, [prompts[r] for r in checked])
-            scores = scores * factors[groups.rows]
-        answers = [""] * len(prompts)
-        return self._ground(encoding, groups.rows, states, scores, answers, [[] for _ in prompts], query, prompts)
+        if given_names:
+            opened = [token_probs[row, start : start + len(self._prompted_opening)].prod()
+                      for row, start in enumerate(tokens.answer_start.tolist())]
+            return groups.rows, states, torch.stack(opened)[groups.rows]
+        return groups.rows, states, grounding_scores(token_probs, groups.rows, groups.positions, tokens.answer_start)
+
+    def _answer_several(self, predictions: list[Prediction], query: str) -> list[Prediction]:
+        """A request for several structures, answered in named groups as fast mode answers it
+        (each checked on its own): the answer names the groups that pass. Why: the tiny
+        language model left out or repeated structures of such requests (29% of people's
+        several-structure requests answered in full), while each group's gates still say
+        whether that structure is there."""
+        candidates = self.model.config.candidate_tokens
+        for prediction in predictions:
+            found = [e.phrase for e in prediction.entities]
+            raw = (grouped_answer(found, candidates) if found
+                   else absent_answer(" and ".join(self._asked(query)), "None of them is found on this slice."))
+            prediction.raw_answer, prediction.answer = raw, parse_answer(raw, candidates).text
+        return predictions
+
+    def _asked(self, query: str) -> list[str]:
+        """The structures the query head says the query asks for (none without query tags),
+        in the order the query names them (as the answers the model learned list them);
+        those it does not name by a known term last."""
+        asked = [name for name, p in self.model.asked_structures(query).items() if p >= ASKED]
+        return sorted(asked, key=lambda name: mention_position(query, name))
 
     @property
-    def _checks_presence(self) -> bool:
-        return self.model.config.presence_gate and self.model.model.patch_head is not None
+    def _gates(self) -> bool:
+        config = self.model.config
+        return (config.presence_gate and self.model.model.patch_head is not None) or config.query_gate
+
+    def _gate_values(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs],
+                     named: bool = True) -> torch.Tensor:
+        """(B, K): per row and patch class, the factor a group meaning that class gets: the
+        patch head's presence of the class on the slice (``presence_gate``) times, for a
+        group that ``named`` its structure, how surely the question asks for it
+        (``query_gate``; rows with a drawn box or click ask about what it marks, not by
+        name, and are not checked). An unnamed fast-mode group is not weighed by the query
+        head: a reasoning question ("the organ in the upper left") often leaves the head
+        unsure whatever it asks for, and the answer's own "Sure" already read the tags."""
+        from .presence import structure_presence
+
+        model, config = self.model.model, self.model.config
+        values = torch.ones(len(prompts), len(config.patch_classes), device=encoding.sam.device)
+        if config.presence_gate and model.patch_head is not None:
+            values = values * structure_presence(model.patch_probabilities(encoding)).float()
+        if config.query_gate and named:
+            asked = torch.tensor(list(self.model.asked_structures(query).values()), device=values.device)
+            named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
+            values = torch.where(named_only.unsqueeze(1), values * asked, values)
+        return values
 
     def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
-        """(B,): per row, the patch head's presence of the structure the model means, weighed
-        by how likely it names each patch class after the absent answer's opening
+        """(B,): per row, the gate of the structure the model means (``_gate_values`` of an
+        unnamed group), weighed by how likely it names each patch class after the absent answer's opening
         (``presence``); the question runs once, the K names as continuations of its cache."""
         from .data.templates import ABSENT_OPENING
-        from .presence import expected_presence, structure_presence
+        from .presence import expected_presence
 
         bundle, model = self.model, self.model.model
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
-        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
-                                    self._patch_probs(encoding))
+        embeds = self._embed(encoding, tokens, query, prompts)
         names = [bundle.prompts.answer_ids(ABSENT_OPENING.format(name=name)) for name in bundle.config.patch_classes]
         name_log_probs = model.mllm.continuation_log_probs(embeds, tokens.attention_mask, names)
-        return expected_presence(name_log_probs, structure_presence(model.patch_probabilities(encoding)))
+        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, named=False))
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
+        if len(self._asked(query)) > 1 and all(p.box is None and p.point is None for p in prompts):
+            forms: list[str] = []
+            predictions = self._run_fast(encoding, query, prompts, forms)
+            if all(form != answer_prefix(bundle.config.candidate_tokens) for form in forms):
+                return self._answer_several(predictions, query)
         openings = [self._opening(prompt) for prompt in prompts]
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left", openings=openings)
-        embeds = model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
-                                    tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
-                                    self._patch_probs(encoding))
+        embeds = self._embed(encoding, tokens, query, prompts)
         eos = bundle.tokenizer.eos_token_id
-        ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos)
+        ids, step_states, probs = model.mllm.greedy_generate(embeds, tokens.attention_mask, self.max_new_tokens, eos,
+                                                             refuse=self._refuse)
         groups = model.find_groups(ids)
         # a generated token at step k was predicted by step k's state: no shift needed
         states = step_states[groups.rows.unsqueeze(1), groups.positions]
@@ -270,8 +355,8 @@ class Predictor:
             raw.append(text)
             parsed.append(parse_answer(text, bundle.config.candidate_tokens))
         answers, phrases = [p.text for p in parsed], [p.phrases for p in parsed]
-        if self._checks_presence:
-            scores = scores * self._named_presence(encoding, groups.rows, phrases, answers)
+        if self._gates:
+            scores = scores * self._named_presence(encoding, groups.rows, phrases, answers, query, prompts)
         return self._ground(encoding, groups.rows, states, scores, answers, phrases, query, prompts, raw)
 
     def _opening(self, prompt: PromptInputs) -> list[int] | None:
@@ -286,21 +371,33 @@ class Predictor:
         return self._prompted_opening
 
     @cached_property
+    def _refuse(self) -> Callable[[list[int], int], bool]:
+        return refuses_repeated_word(self.model.tokenizer)
+
+    @cached_property
     def _prompted_opening(self) -> list[int]:
         return named_opening(self.model)
 
     def _named_presence(self, encoding: ImageEncoding, rows: torch.Tensor, phrases: list[list[str]],
-                        answers: list[str]) -> torch.Tensor:
-        """(G,): per group, the patch head's presence of the structure its phrase names (for
+                        answers: list[str], query: str, prompts: list[PromptInputs]) -> torch.Tensor:
+        """(G,): per group, the gate (``_gate_values``) of the structure its phrase names (for
         a row's first group without one, the answer's text; not the query, which may name a
-        neighbour of the target)."""
-        from .presence import phrase_presence, structure_presence
+        neighbour of the target); 1 for a structure outside the patch classes."""
+        from .presence import phrase_presence
 
-        presence = structure_presence(self.model.model.patch_probabilities(encoding))
+        gate = self._gate_values(encoding, query, prompts)
         factors = [phrase_presence(phrases[row][k] if k < len(phrases[row]) else answers[row] if k == 0 else "",
-                                   self.model.config.patch_classes, presence[row])
+                                   self.model.config.patch_classes, gate[row])
                    for row, k in zip(rows.tolist(), occurrences(rows.tolist()))]
-        return torch.tensor(factors, dtype=torch.float32, device=presence.device)
+        return torch.tensor(factors, dtype=torch.float32, device=gate.device)
+
+    def _embed(self, encoding: ImageEncoding, tokens, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
+        """The language model's input for a batch of rows asking ``query``: tokens, image
+        slot, visual prompts and tags."""
+        bundle = self.model
+        return bundle.model.embed_inputs(encoding.clip, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
+                                         tokens.answer_start, *self._referring(encoding, prompts), encoding.original,
+                                         self._patch_probs(encoding), bundle.query_embeddings([query] * len(prompts)))
 
     def _patch_probs(self, encoding: ImageEncoding) -> torch.Tensor | None:
         """The patch head's probabilities when the model reads visual tags."""
@@ -400,6 +497,28 @@ def named_opening(bundle: MediSee) -> list[int]:
 
     names = dict.fromkeys([*bundle.config.patch_classes, *load_knowledge()])
     return bundle.prompts.shared_opening([named_answer(name, "", bundle.config.candidate_tokens) for name in names])
+
+
+def mention_position(text: str, name: str) -> int:
+    """Where ``text`` first names the catalogue structure ``name`` (by its name, a synonym or
+    an informal name, any case); past the end when it does not."""
+    structure = find_structure(name)
+    terms = (*structure.terms, *structure.informal) if structure is not None else (name,)
+    found = [m.start() for term in terms for m in [re.search(rf"\b{re.escape(term)}\b", text, re.IGNORECASE)] if m]
+    return min(found, default=len(text) + 1)
+
+
+def _first_scores(rows: torch.Tensor, scores: torch.Tensor, count: int) -> list[float]:
+    """Each of ``count`` rows' first group's score (0 for a row without a group)."""
+    first = [0.0] * count
+    for row, score in reversed(list(zip(rows.tolist(), scores.tolist()))):
+        first[row] = score
+    return first
+
+
+def _rows_in(rows: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+    """(G,) whether each group's row is one of ``chosen``."""
+    return torch.isin(rows, torch.tensor(chosen, dtype=rows.dtype, device=rows.device))
 
 
 def occurrences(rows: list[int]) -> list[int]:

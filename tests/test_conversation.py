@@ -1,4 +1,11 @@
-from medisee.conversation import IGNORE_INDEX, answer_prefix, candidate_phrase, parse_answer
+from medisee.conversation import (
+    IGNORE_INDEX,
+    answer_prefix,
+    candidate_phrase,
+    parse_answer,
+    refuses_repeated_word,
+    repeats_a_word,
+)
 
 TOKENS = ("[SEG]", "[BBOX]")
 QUERY_TEXT = "which organ filters the blood?"
@@ -74,3 +81,15 @@ def test_a_stuttered_closing_tag_ends_the_phrase():
     parsed = parse_answer("Sure, <p>spleen</pleen</pleen</p> [SEG] and [BBOX].", TOKENS)
     assert parsed.phrases == ["spleen"] and parsed.text == "spleen."
     assert parse_answer("Sure, <p>liver</p> [SEG], <p>spleen<pleen</p> [SEG].", TOKENS).phrases == ["liver", "spleen"]
+
+
+def test_a_word_said_twice_back_to_back_is_found_and_refused(tiny_tokenizer):
+    assert repeats_a_word("The stomach stomach is full") and repeats_a_word("heartheart")
+    assert not repeats_a_word("Sure, <p>liver</p> [SEG] and [BBOX], <p>spleen</p> [SEG] and [BBOX].")
+    assert not repeats_a_word("the left and the right kidney")
+    refuse = refuses_repeated_word(tiny_tokenizer)
+    ids = tiny_tokenizer("The liver", add_special_tokens=False).input_ids
+    again = tiny_tokenizer(" liver", add_special_tokens=False).input_ids
+    assert refuse(ids + again[:-1], again[-1])  # would complete "liver liver"
+    other = tiny_tokenizer(" is", add_special_tokens=False).input_ids
+    assert not refuse(ids, other[0])

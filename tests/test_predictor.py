@@ -11,7 +11,15 @@ import torch
 
 from medisee.builder import build_random
 from medisee.config import preset
-from medisee.predictor import EmbeddingCache, PredictionInputError, Predictor, named_opening
+from medisee.predictor import (
+    EmbeddingCache,
+    PredictionInputError,
+    Predictor,
+    PromptInputs,
+    grounding_scores,
+    mention_position,
+    named_opening,
+)
 
 QUERY = "which organ filters the blood?"
 
@@ -212,8 +220,6 @@ def test_bad_images_and_slices_get_clear_errors(tiny_shared):
 
 
 def test_grounding_score_is_the_probability_of_the_answer_up_to_each_group():
-    from medisee.predictor import grounding_scores
-
     probs = torch.tensor([[0.0, 0.0, 0.9, 0.5, 0.8, 1.0, 0.5, 0.4, 1.0]])
     # answer starts at 2; group 1 = tokens at 4 and 5, group 2 = tokens at 7 and 8
     scores = grounding_scores(probs, torch.tensor([0, 0]), torch.tensor([[4, 5], [7, 8]]), torch.tensor([2]))
@@ -284,3 +290,125 @@ def test_full_mode_checks_the_structure_each_group_names(gated, phantom):
 def test_the_presence_check_needs_a_patch_head():
     with pytest.raises(ValueError, match="presence_gate needs patch_classes"):
         type(preset("tiny"))(presence_gate=True)
+
+
+# -- query tags: fast mode names what is asked, the query gate, several structures ------------
+@pytest.fixture
+def queried(tiny_tokenizer):
+    """A tiny model with query tags and the query gate; how surely the question asks for each
+    structure is set by the test (``asked``), the patch head sees both everywhere."""
+    config = dataclasses.replace(preset("tiny"), patch_classes=("liver", "spleen"), query_tags=True, query_gate=True)
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    asked = {"liver": 0.0, "spleen": 0.0}
+    bundle.asked_structures = lambda query: dict(asked)
+    return bundle, asked
+
+
+def preferring(predictor: Predictor, monkeypatch, named: bool) -> None:
+    """Make the model find the named answer form (or the one-entity opening) the likelier."""
+    real = predictor._teacher_force
+
+    def scripted(encoding, query, prompts, answers, given_names=False):
+        rows, states, scores = real(encoding, query, prompts, answers, given_names)
+        return rows, states, torch.full_like(scores, 0.9 if ("<p>" in answers[0]) == named else 0.1)
+
+    monkeypatch.setattr(predictor, "_teacher_force", scripted)
+
+
+def test_fast_mode_takes_the_answer_form_the_model_finds_likelier(queried, phantom, monkeypatch):
+    bundle, asked = queried
+    asked.update(liver=0.9)
+    predictor = Predictor(bundle, score_threshold=0.0)
+    preferring(predictor, monkeypatch, named=True)
+    assert [e.phrase for e in predictor.predict(phantom[0], "segment the liver", mode="fast").entities] == ["liver"]
+    boxed = predictor.predict(phantom[0], "segment the liver", mode="fast", box=(60, 20, 100, 60))
+    assert [e.phrase for e in boxed.entities] == ["segment the liver"]  # a drawn box asks about what it marks
+    preferring(predictor, monkeypatch, named=False)  # the one-entity opening, named by the query
+    assert [e.phrase for e in predictor.predict(phantom[0], "segment the liver", mode="fast").entities] == [
+        "segment the liver"]
+    asked.update(spleen=0.8)  # several structures: the same choice, the named form's opening against the other
+    assert [e.phrase for e in predictor.predict(phantom[0], "liver and spleen", mode="fast").entities] == [
+        "liver and spleen"]
+    preferring(predictor, monkeypatch, named=True)
+    assert [e.phrase for e in predictor.predict(phantom[0], "liver and spleen", mode="fast").entities] == [
+        "liver", "spleen"]
+
+
+def test_several_structures_asked_for_are_scored_by_the_answers_opening(queried, phantom):
+    bundle, _ = queried
+    predictor = Predictor(bundle, score_threshold=0.0)
+    encoding, query = predictor._encode([phantom[0]]), "liver and spleen"
+    answer = "Sure, <p>liver</p> [SEG] and [BBOX], <p>spleen</p> [SEG] and [BBOX]."
+    rows, _, scores = predictor._teacher_force(encoding, query, [PromptInputs()], [answer], given_names=True)
+    tokens = bundle.tokenize([(query, answer)])
+    with torch.no_grad():
+        hidden = bundle.model.mllm.hidden_states(predictor._embed(encoding, tokens, query, [PromptInputs()]),
+                                                 tokens.attention_mask)
+    probs = predictor._teacher_forced_probabilities(hidden, tokens.input_ids)[0]
+    start = int(tokens.answer_start[0])
+    opening = probs[start: start + len(named_opening(bundle))].prod().item()
+    assert rows.tolist() == [0, 0] and scores.tolist() == pytest.approx([opening, opening], rel=1e-4)
+
+
+def test_fast_mode_offers_the_named_form_only_for_what_the_query_head_is_sure_of(queried, phantom):
+    bundle, asked = queried
+    asked.update(liver=0.9, spleen=0.2)
+    predictor = Predictor(bundle, score_threshold=0.0)
+    forms = []
+    real = predictor._teacher_force
+    predictor._teacher_force = lambda e, q, p, answers, given_names=False: forms.append(answers[0]) or real(
+        e, q, p, answers, given_names)
+    predictor.predict(phantom[0], "segment the liver", mode="fast")
+    assert forms == ["Sure, it is [SEG] and [BBOX].", "Sure, <p>liver</p> [SEG] and [BBOX]."]
+    asked.update(liver=0.3)
+    forms.clear()
+    predictor.predict(phantom[0], "which organ?", mode="fast")
+    assert forms == ["Sure, it is [SEG] and [BBOX]."]
+
+
+def test_the_query_gate_weighs_each_named_group_by_how_surely_the_question_asks_for_it(queried, phantom,
+                                                                                         monkeypatch):
+    bundle, asked = queried
+    asked.update(liver=0.9, spleen=0.6)
+
+    def scores() -> dict[str, float]:
+        predictor = Predictor(bundle, score_threshold=0.0)
+        preferring(predictor, monkeypatch, named=True)
+        return {e.phrase: e.score for e in predictor.predict(phantom[0], "liver and spleen", mode="fast").entities}
+
+    gated = scores()
+    bundle.config.query_gate = False
+    plain = scores()
+    assert gated["liver"] == pytest.approx(0.9 * plain["liver"], rel=1e-4)
+    assert gated["spleen"] == pytest.approx(0.6 * plain["spleen"], rel=1e-4)
+
+
+def test_full_mode_answers_a_request_for_several_structures_with_the_groups_that_pass(queried, phantom, monkeypatch):
+    bundle, asked = queried
+    asked.update(liver=0.9, spleen=0.7)
+    predictor = Predictor(bundle, score_threshold=0.0)
+    preferring(predictor, monkeypatch, named=True)
+    found = predictor.predict(phantom[0], "liver and spleen", mode="full")
+    assert [e.phrase for e in found.entities] == ["liver", "spleen"]
+    assert found.raw_answer == "Sure, <p>liver</p> [SEG] and [BBOX], <p>spleen</p> [SEG] and [BBOX]."
+    predictor.score_threshold = 1.0
+    none = predictor.predict(phantom[0], "liver and spleen", mode="full")
+    assert none.entities == [] and none.answer.startswith("No, there is no liver and spleen")
+
+
+def test_the_query_gate_needs_query_tags():
+    with pytest.raises(ValueError, match="query_gate needs query_tags"):
+        dataclasses.replace(preset("tiny"), patch_classes=("liver",), query_gate=True)
+
+
+def test_generation_never_says_a_word_twice_back_to_back(tiny, phantom):
+    with answering(tiny, " Sure, it is [SEG] and [BBOX]. The liver liver is large."):
+        result = Predictor(tiny, score_threshold=0.0).predict(phantom[0], QUERY, mode="full")
+    assert "liver liver" not in result.answer and "The liver" in result.answer
+
+
+def test_structures_asked_for_are_answered_in_the_order_the_query_names_them():
+    assert mention_position("Please segment the spleen and the liver.", "spleen") < mention_position(
+        "Please segment the spleen and the liver.", "liver")
+    assert mention_position("L kidney and liver", "left kidney") == 0  # an informal name counts
+    assert mention_position("which organ makes bile?", "liver") == len("which organ makes bile?") + 1

@@ -1,6 +1,6 @@
 """Reproduce the bundled default model (the tiny preset) from nothing, offline.
 
-    .venv/bin/python -m training.build_default            # one to two hours on 2 CPU cores
+    .venv/bin/python -m training.build_default            # one to two and a half hours on 2 CPU cores
 
 1. ``medisee demo-data``: synthetic CT patients + MNI152 brain "patients", patient-level
    splits, knowledge-driven queries (held-out phrasings in the test split).
@@ -18,13 +18,18 @@
    MediSee data. Stage 5b, masks: a fine-feature stem on the pixels joins the mask
    decoder, and the two train alone on the same data, the MR slices drawn more often (the
    grey-matter ribbon needs more mask steps than the CT organs).
-6. The score threshold and box source of stages 4 and 5b are chosen on the validation split
+6. Stage 5c-a, queries: a query head on a frozen pretrained sentence encoder learns alone
+   which structures a question asks for (ordinary requests, pairs, structures outside the
+   catalogue, typed-text noise). Stage 5c, requests: the language model learns to read its
+   query tags; the mask and patch heads stay frozen.
+7. The score threshold and box source of stages 4 and 5c are chosen on the validation split
    (``training.calibrate``: the lowest threshold at which 85% of its absent targets get no
    entity; the box decoder's boxes or the masks' tight boxes, whichever hits more).
-7. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
-   single-entity baseline) and stage 5b; with ``--install`` the model is copied to
+8. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
+   single-entity baseline) and stage 5c, and with ``--human-queries FILE`` the people's
+   questions in full and fast mode; with ``--install`` the model is copied to
    ``medisee/assets/default-model`` (the model the CLI and server use by default) and its
-   results are written into docs/MODEL_CARD.md.
+   results are written into docs/MODEL_CARD.md, the people's questions first.
 Each stage resumes if interrupted; finished stages are skipped.
 """
 
@@ -46,7 +51,8 @@ from .train import run
 log = logging.getLogger("medisee.build_default")
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tiny-0-segmentation.yaml", "tiny-1-pretrain.yaml", "tiny-2-presence.yaml", "tiny-3-end-to-end.yaml",
-          "tiny-4-finetune.yaml", "tiny-5a-patches.yaml", "tiny-5-mimo.yaml", "tiny-5b-masks.yaml")
+          "tiny-4-finetune.yaml", "tiny-5a-patches.yaml", "tiny-5-mimo.yaml", "tiny-5b-masks.yaml",
+          "tiny-5c-queries.yaml", "tiny-5c-requests.yaml")
 BASELINE_STAGE = "tiny-4-finetune.yaml"  # the single-entity model the MIMO stage starts from
 
 
@@ -57,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patients", type=int, default=20)
     parser.add_argument("--install", action="store_true", help="copy the result into medisee/assets/default-model")
+    parser.add_argument("--human-queries", type=Path, default=None, metavar="FILE",
+                        help="also ask the test split questions people wrote (human-queries.json) and lead the "
+                        "model card with them; the file is only read here, never trained on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
 
@@ -85,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     before = evaluate_test_split(baseline, data / "test.jsonl", args.runs / "eval-test-stage4")
     metrics = evaluate_test_split(final, data / "test.jsonl", args.runs / "eval-test")
     mimo = evaluate_mimo_split(final, data / "test.jsonl", args.runs / "eval-test")
+    human = human_fast = None
+    if args.human_queries is not None:
+        human, human_fast = (evaluate_human_split(final, data / "test.jsonl", args.human_queries,
+                                                  args.runs / f"eval-test-human-{mode}", mode) for mode in ("full", "fast"))
     if args.install:
-        install(final, metrics, data, mimo, model_card.headline(before))
+        install(final, metrics, data, mimo, model_card.headline(before), human, human_fast)
     log.info("build finished in %.0f min", (time.monotonic() - build_started) / 60)
     return 0
 
@@ -108,7 +121,9 @@ def stage_config(stage: str, runs: Path) -> TrainConfig:
         train=[dataclasses.replace(source, path=moved(source.path)) for source in config.train])
 
 
-def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None, before: dict | None = None) -> Path:
+def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None, before: dict | None = None,
+            human: dict | None = None, human_fast: dict | None = None,
+            before_name: str = model_card.BASELINE_NAME) -> Path:
     """Copy a trained model into the package (bfloat16, to keep the repository small; it is
     loaded back as float32 on a CPU) and write docs/MODEL_CARD.md from its test metrics."""
     import torch
@@ -127,7 +142,8 @@ def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None
     card = ROOT / "docs" / "MODEL_CARD.md"
     card.write_text(model_card.render(metrics, manifest, "python -m training.build_default --install", mimo=mimo,
                                       before=before, threshold=bundle.config.score_threshold,
-                                      box_source=bundle.config.box_source))
+                                      box_source=bundle.config.box_source, human=human, human_fast=human_fast,
+                                      before_name=before_name))
     log.info("installed the default model in %s; results in %s", target, card)
     return target
 
@@ -154,6 +170,20 @@ def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspe
     chosen = mimo_instructions(read_mlmr_jsonl(data), limit_per_perspective=limit_per_perspective)
     metrics = evaluate_mimo(Predictor(load_checkpoint(model_dir)), chosen, out)
     log.info("test split, MIMO: %s", json.dumps(metrics["perspectives"]["all"]))
+    return metrics
+
+
+def evaluate_human_split(model_dir: Path, data: Path, questions: Path, out: Path, mode: str) -> dict:
+    """The test split asked with the people's questions (``training.evaluate_human``)."""
+    from medisee.data.mlmr import read_mlmr_jsonl
+    from medisee.predictor import Predictor
+    from medisee.weights import load_checkpoint
+
+    from .evaluate_human import evaluate_human, read_human_queries
+
+    metrics = evaluate_human(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), read_human_queries(questions),
+                             out, mode=mode)
+    log.info("test split, people's questions (%s): %s", mode, json.dumps(metrics["groups"].get("overall", {})))
     return metrics
 
 

@@ -15,18 +15,20 @@ import yaml
 
 from medisee.data.mimo import PERSPECTIVES
 
-PHASES = ("segmentation", "patches", "masks", "pretrain", "end_to_end", "finetune")
+PHASES = ("segmentation", "patches", "queries", "masks", "pretrain", "end_to_end", "finetune")
 
 
 @dataclass
 class DataSource:
     path: Path
-    kind: str = "mlmr"  # "mlmr" (jsonl), "samed2d" (json map) or "mimo" (a jsonl's targets as MIMOSeg perspectives I-IV)
+    kind: str = "mlmr"  # "mlmr" (jsonl), "samed2d" (json map), "mimo" (a jsonl's targets as MIMOSeg perspectives
+    #                     I-IV) or "requests" (a jsonl's targets asked as people ask: medisee.data.requests)
     weight: float = 1.0  # sampling ratio against the other sources
     only: str | None = None  # "absent" or "present": keep only those records (to oversample one kind)
     perspectives: tuple[str, ...] | None = None  # kind mimo: keep only these MIMOSeg perspectives (I, II, III, IV)
     modality: str | None = None  # keep only records of this modality ("CT", "MR"), e.g. to oversample one
     pairs: int = 1  # kind mimo: perspective I requests for random pairs of an image's targets (3+ targets)
+    noise: float = 0.0  # share of this source's queries given typed-text noise when drawn (medisee.data.noise)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TrainConfig:
     train: list[DataSource]
     init: str = "preset:tiny"  # "preset:NAME", "checkpoint:PATH" or "default"
     phase: str = "end_to_end"  # segmentation: box-prompted mask head only; patches: the patch head only;
+    #                            queries: the query head only, from the questions alone (no image);
     #                            masks: the mask decoder (and its fine stem) only, from the full loss;
     #                            pretrain: everything trains (tiny only); end_to_end: eq. 4; finetune: + similarity loss
     val: Path | None = None
@@ -103,7 +106,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         DataSource(path=resolve(s), kind="mlmr") if isinstance(s, str)
         else DataSource(path=resolve(s["path"]), kind=s.get("kind", "mlmr"), weight=float(s.get("weight", 1.0)),
                         only=s.get("only"), perspectives=tuple(s["perspectives"]) if s.get("perspectives") else None,
-                        modality=s.get("modality"), pairs=int(s.get("pairs", 1)))
+                        modality=s.get("modality"), pairs=int(s.get("pairs", 1)), noise=float(s.get("noise", 0.0)))
         for s in sources
     ]
     raw["output_dir"] = resolve(raw.get("output_dir", "runs/medisee"))
@@ -118,8 +121,10 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     if isinstance(init, str) and init.startswith("checkpoint:"):
         raw["init"] = "checkpoint:" + str(resolve(init[len("checkpoint:"):]))
     for source in raw["train"]:
-        if source.kind not in ("mlmr", "samed2d", "mimo"):
-            raise ValueError(f"{path}: data kind must be mlmr, samed2d or mimo, got {source.kind!r}")
+        if source.kind not in ("mlmr", "samed2d", "mimo", "requests"):
+            raise ValueError(f"{path}: data kind must be mlmr, samed2d, mimo or requests, got {source.kind!r}")
+        if not 0.0 <= source.noise <= 1.0:
+            raise ValueError(f"{path}: 'noise' is a share of queries, between 0 and 1, got {source.noise}")
         if source.only not in (None, "absent", "present"):
             raise ValueError(f"{path}: 'only' must be absent or present, got {source.only!r}")
         if source.pairs != 1 and (source.kind != "mimo" or source.pairs < 1):

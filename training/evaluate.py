@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.stats import spearmanr
 
 from medisee.atomic import write_text
 from medisee.data.loader import load_image, load_mask
@@ -115,6 +116,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
         {"schema": 1, "mode", "records", "present_records", "absent_records", "queries",
          "skipped_queries", "seconds_per_query", "total_seconds",
          "cache": {"hits", "misses"} | None,        # the predictor's embedding cache, this run
+         "mask_quality_iou_spearman": float | None, # does a higher mask_quality mean a better mask
          "overall": G, "short": G, "long": G,        # G: see below
          "by_class":    {class_text: {"overall": G, "short": G, "long": G}},
          "by_modality": {modality:   {"overall": G, "short": G, "long": G}},
@@ -177,6 +179,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
                 "source": record.source, "image": str(record.image), "class": record.class_text, "kind": kind,
                 "modality": modality, "query": query, "absent": bool(record.absent),
                 "predicted_nothing": best is None, "score": None if best is None else float(best.score),
+                "mask_quality": None if best is None else float(best.mask_quality),
                 "iou": None, "dice": None, "box_iou": None, "seconds": round(seconds, 4),
             }
             for group in groups:
@@ -219,6 +222,7 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
         "seconds_per_query": overall.groups["overall"].seconds / queries if queries else None,
         "total_seconds": round(total, 3),
         "cache": ({"hits": cache.hits - hits0, "misses": cache.misses - misses0} if cache is not None else None),
+        "mask_quality_iou_spearman": quality_iou_correlation(samples),
         **overall.summary(),
         "by_class": {name: split.summary() for name, split in sorted(by_class.items())},
         "by_modality": {name: split.summary() for name, split in sorted(by_modality.items())},
@@ -229,6 +233,16 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
               out_dir / "worst_cases.png")
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def quality_iou_correlation(samples: list[dict]) -> float | None:
+    """Spearman's rank correlation of the reported ``mask_quality`` with the true IoU, over
+    the present targets that got a mask: whether a higher quality means a better mask."""
+    pairs = [(s["mask_quality"], s["iou"]) for s in samples if s["iou"] is not None and s["mask_quality"] is not None]
+    if len(pairs) < 3 or len({q for q, _ in pairs}) < 2 or len({i for _, i in pairs}) < 2:
+        return None
+    quality, iou = zip(*pairs)
+    return float(spearmanr(quality, iou).statistic)
 
 
 def _keep_worst(heap: list[_Worst], order: int, iou: float, render: Callable[[], Image.Image]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from medisee.atomic import write_json
+from medisee.data import requests
 from medisee.model import MediSee
 from medisee.model.frozen_encoder_cache import FrozenEncoderCache
 from medisee.model.trainable import MASK_DECODER, configure_trainable, count_parameters, freeze, train_only
@@ -162,6 +163,10 @@ def read_sources(config: TrainConfig):
             records = instructions(records, "train", random.Random(config.seed), pairs=source.pairs)
             if source.perspectives is not None:
                 records = [r for r in records if r.extra["perspective"] in source.perspectives]
+        if source.kind == "requests":  # the file's targets asked as people ask (and structures outside the catalogue)
+            records = requests.instructions(records, random.Random(config.seed))
+        if source.noise > 0:
+            records = [dataclasses.replace(r, extra={**r.extra, "noise": source.noise}) for r in records]
         if source.only is not None:
             records = [r for r in records if r.absent == (source.only == "absent")]
             if not records:
@@ -169,6 +174,7 @@ def read_sources(config: TrainConfig):
         if not records:
             raise ValueError(f"{source.path}: no records to train on")
         label = f"{i}:{source.path.name}" + ("" if source.kind == "mlmr" else f":{source.kind}")
+        label += "" if not source.noise else f":noise{source.noise:g}"
         label += "" if source.perspectives is None else ":" + "+".join(source.perspectives)
         label += "" if source.modality is None else f":{source.modality}"
         sources[label + ("" if source.only is None else f":{source.only}")] = (records, source.weight)
@@ -185,7 +191,15 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from medisee.data.loader import group_by_image, image_targets, slice_key, slice_structures, to_training_sample
+    from medisee.data.loader import (
+        asked_structures,
+        group_by_image,
+        image_targets,
+        slice_key,
+        slice_structures,
+        to_training_sample,
+        training_query,
+    )
     from medisee.data.mixing import MixedSampler
     from medisee.weights import save_checkpoint
 
@@ -206,6 +220,10 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
         if bundle.model.patch_head is None:
             raise ValueError("phase patches needs a model with patch_classes (model_changes: {patch_classes: [...]})")
         trainable = train_only(bundle.model, "patch_head.")
+    elif config.phase == "queries":  # the query head alone learns which structures a question asks for
+        if bundle.model.query_head is None:
+            raise ValueError("phase queries needs a model with query tags (model_changes: {query_tags: true})")
+        trainable = train_only(bundle.model, "query_head.")
     elif config.phase == "masks":  # the mask decoder alone learns from the answers' seg tokens
         trainable = train_only(bundle.model, MASK_DECODER)
     else:
@@ -262,6 +280,10 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
                 images, masks, _ = zip(*(image_targets(group) for group in drawn))
                 on_slice = [{r.class_text: m for r, m in zip(group, group_masks)} for group, group_masks in zip(drawn, masks)]
                 terms = bundle.patch_loss(list(images), on_slice, weights)
+            elif config.phase == "queries":
+                known = [r for r in drawn if asked_structures(r) is not None]
+                terms = bundle.query_loss([training_query(r, rng, config.query_kind) for r in known],
+                                          [asked_structures(r) for r in known], weights)
             else:
                 samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune",
                                               structures=structures.get(slice_key(r)))

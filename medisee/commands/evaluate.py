@@ -45,11 +45,20 @@ def register(commands) -> None:
                         "(full mode, box/point prompts): mIoU, AP50, grounding F1, BLEU-4, ROUGE-L, METEOR "
                         "per perspective, written to mimo_metrics.json")
     parser.add_argument("--mimo-limit", type=int, default=100, help="at most N instructions per perspective")
+    parser.add_argument("--human-queries", type=Path, default=None, metavar="FILE",
+                        help="also ask the test records questions people wrote (human-queries.json: explicit and "
+                        "implicit per structure, several structures at once, structures outside the catalogue), "
+                        "reported beside the generator's phrasings and written to human_metrics.json")
+    parser.add_argument("--human-per-record", type=int, default=2, metavar="N",
+                        help="with --human-queries: N explicit and N implicit questions per target record")
+    parser.add_argument("--human-mode", default="full", choices=MODES,
+                        help="with --human-queries: the mode the people's questions are asked in")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
+    from training.evaluate_human import evaluate_human, read_human_queries
 
     from ..models import load_model
     from ..predictor import Predictor
@@ -63,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     if args.mimo_limit < 1:
         raise ValueError(f"--mimo-limit must be at least 1, got {args.mimo_limit}")
+    if args.human_per_record < 1:
+        raise ValueError(f"--human-per-record must be at least 1, got {args.human_per_record}")
+    questions = read_human_queries(args.human_queries) if args.human_queries is not None else None
     from ..data.mlmr import read_mlmr_jsonl  # raises DataError ("file:line: why") for bad records
 
     records = read_mlmr_jsonl(data)
@@ -81,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"model {loaded.name}, {metrics['records']} records, {metrics['queries']} queries, {args.mode} mode")
     print(format_table(metrics))
+    if metrics["mask_quality_iou_spearman"] is not None:
+        print(f"mask_quality vs IoU (Spearman, present targets with a mask): {metrics['mask_quality_iou_spearman']:.3f}")
     print(f"metrics in {out / 'metrics.json'}")
     if args.mimo:
         from training.evaluate_mimo import evaluate_mimo, mimo_instructions
@@ -92,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
         mimo = evaluate_mimo(predictor, chosen, out, progress=progress_logger())
         print(format_mimo_table(mimo))
         print(f"MIMO metrics in {out / 'mimo_metrics.json'}")
+    if questions is not None:
+        log.info("people's questions from %s (%s mode)", args.human_queries, args.human_mode)
+        human = evaluate_human(predictor, records, questions, out, mode=args.human_mode,
+                               per_record=args.human_per_record, progress=progress_logger())
+        print(format_human_table(human, metrics))
+        print(f"people's-question metrics in {out / 'human_metrics.json'}")
     return 0
 
 
@@ -147,4 +167,38 @@ def format_mimo_table(metrics: dict) -> str:
     naming = metrics["prompt_naming"]
     lines.append("box/point without the name -> right structure named: "
                  + ", ".join(f"{k} {_cell(v['rate'], True)}% (n={v['count']})" for k, v in naming.items()))
+    return "\n".join(lines)
+
+
+HUMAN_COLUMNS = (
+    ("gIoU", "giou", True), ("Acc@0.5", "box_acc", True), ("named", "named_rate", True), ("n", "count", False),
+    ("nothing", "absence_rate", True), ("n-nothing", "absent_count", False),
+    ("all named", "all_named_rate", True), ("all found", "all_returned_rate", True), ("n-multi", "multi_count", False),
+)  # fmt: skip
+
+
+def format_human_table(human: dict, generator: dict) -> str:
+    """The people's questions per kind, modality and structure, with the generator's
+    phrasings of the same records on top for comparison (percentages)."""
+    groups = human["groups"]
+    rows = [("generator phrasings (" + generator["mode"] + ")", generator["overall"])]
+    rows += [(f"generator, modality {m}", split["overall"]) for m, split in generator.get("by_modality", {}).items()]
+    order = ["overall", "explicit", "implicit"]
+    order += sorted(k for k in groups if k.startswith("modality ") or k.split(" ")[0] in ("CT", "MR"))
+    order += ["absent", "not_in_catalogue", "nothing", "multi"]
+    order += sorted(k for k in groups if k.startswith("class "))
+    rows += [(f"people, {name}", groups[name]) for name in order if name in groups]
+    table = [["", *(title for title, _, _ in HUMAN_COLUMNS)]]
+    table += [[label, *(_cell(group.get(key), percent) for _, key, percent in HUMAN_COLUMNS)] for label, group in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    agreement, repeated = human["agreement"], human["repeated_words"]
+    if agreement["count"]:
+        lines.append(f"answers that name what they return: {_cell(agreement['rate'], True)}% (n={agreement['count']}); "
+                     f"answers with a word repeated back to back: {_cell(repeated['rate'], True)}%")
+    lines.append(f"(people's questions in {human['mode']} mode; nothing: share of absent or not-in-catalogue "
+                 "questions answered with nothing; all found: every structure of a multi request named and "
+                 "segmented at IoU >= 0.5)")
     return "\n".join(lines)

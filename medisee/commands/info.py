@@ -39,6 +39,7 @@ def components(model: MediSeeModel) -> list[tuple[str, torch.nn.Module]]:
         *([("input aligner (MIMO)", model.input_aligner)] if model.input_aligner is not None else []),
         *([("patch head" + ("" if model.config.visual_tags else " (training only)"), model.patch_head)]
           if model.patch_head is not None else []),
+        *([("query head", model.query_head)] if model.query_head is not None else []),
     ]
 
 
@@ -61,6 +62,9 @@ def describe(config: MediSeeConfig, model: MediSeeModel, title: str) -> str:
     if config.patch_classes:
         lines.append(f"  patch head: {len(config.patch_classes)} structures ({', '.join(config.patch_classes)})"
                      + (f"; {config.num_tag_tokens} visual-tag tokens in the image slot" if config.visual_tags else ""))
+    if config.query_tags:
+        lines.append(f"  query tags: a query head on the frozen {config.sentence_encoder} sentence embedding of the "
+                     f"question -> {len(config.patch_classes)} tokens" + ("; scores gated by it" if config.query_gate else ""))
     lines.append(f"  score threshold: {config.score_threshold:g} (below it no entity is reported)")
     lines.append("  boxes: " + ("the tight box of each mask" if config.box_source == "mask" else "the box decoder's"))
     lines.append(f"  candidate tokens: {' '.join(config.candidate_tokens)} (routers see {' '.join(config.router_input_order)})")

@@ -41,7 +41,8 @@ def register(commands) -> None:
                         help="CT window: a preset (abdomen, lung, bone, brain, liver, ...) or LEVEL,WIDTH")
     parser.add_argument("--mode", default="full", choices=MODES,
                         help="full: generate the explanation; fast: masks only (no text generation)")
-    parser.add_argument("--threshold", type=float, default=None, help="score below which no entity is reported")
+    parser.add_argument("--threshold", type=float, default=None, help="score below which no entity is reported (default: the model's own, chosen on validation "
+                        "data; `medisee info` shows it)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")

@@ -18,7 +18,8 @@ from PIL import Image
 
 from ..imaging import read_image, to_uint8
 from ..model import TrainingSample
-from . import queries, templates
+from . import noise, queries, templates
+from .knowledge import find_structure
 from .records import DataError, Record
 
 PIXEL_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -122,15 +123,13 @@ def to_training_sample(
     on_slice = None
     if structures is not None:
         on_slice = {name: _cached_mask(path, record.extra.get("slice"), record.source) for name, path in structures.items()}
-    kind = rng.choice(("short", "long")) if query_kind == "any" else query_kind
-    query = getattr(record, kind)
-    if rng.random() < instruction_probability:
-        query = f"{query} {rng.choice(templates.REASONING_SUFFIXES)}"
+    query = training_query(record, rng, query_kind, instruction_probability)
+    asked = asked_structures(record)
     height, width = image.shape[:2]
     if record.absent or record.mask is None:
-        answer = templates.absent_answer(record.class_text, record.explanation)
+        answer = record.extra.get("answer") or templates.absent_answer(record.class_text, record.explanation)
         return TrainingSample(image, query, answer, np.zeros((0, height, width), np.uint8), np.zeros((0, 4), np.float32),
-                              structures=on_slice)
+                              structures=on_slice, asked=asked)
     targets = record.extra.get("targets") or [{"mask": record.mask, "bbox": record.bbox}]
     masks, boxes = [], []
     for target in targets:
@@ -147,7 +146,35 @@ def to_training_sample(
     return TrainingSample(image, query, answer, np.stack(masks), np.stack(boxes), plain_query=plain,
                           referring_box=tuple(referring_box) if referring_box else None,
                           referring_point=tuple(referring_point) if referring_point else None,
-                          structures=on_slice)
+                          structures=on_slice, asked=asked)
+
+
+def training_query(record: Record, rng: random.Random, query_kind: str = "any",
+                   instruction_probability: float = 0.5) -> str:
+    """The query a draw of ``record`` asks: its short or long one (``query_kind``; "any"
+    draws), reasoning queries sometimes with an explicit instruction suffix, and with the
+    record's ``extra["noise"]`` probability typed-text noise (``noise.perturb``)."""
+    kind = rng.choice(("short", "long")) if query_kind == "any" else query_kind
+    query = getattr(record, kind)
+    if not record.extra.get("request") and rng.random() < instruction_probability:
+        query = f"{query} {rng.choice(templates.REASONING_SUFFIXES)}"
+    if rng.random() < float(record.extra.get("noise", 0.0)):
+        query = noise.perturb(query, rng)
+    return query
+
+
+def asked_structures(record: Record) -> tuple[str, ...] | None:
+    """The catalogue structures a record's query asks for (the query head's target): what
+    the record says (``extra["asked"]``), none for a question about a drawn box or click,
+    else its targets; None when a target is outside the catalogue (nothing to learn)."""
+    if "asked" in record.extra:
+        return tuple(record.extra["asked"])
+    if record.extra.get("prompt_box") or record.extra.get("prompt_point"):
+        return ()
+    targets = record.extra.get("targets")
+    names = [t.get("class_text") or "" for t in targets] if targets else [record.class_text]
+    found = [find_structure(name) for name in names]
+    return None if any(f is None for f in found) else tuple(f.name for f in found)
 
 
 def group_by_image(records: list[Record]) -> list[list[Record]]:

@@ -7,6 +7,7 @@ images in (uint8, already windowed), token batches, and the full training loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
 from ..tokenizer import candidate_token_ids
 from .medisee import ImageEncoding, MediSeeModel
 from .preprocess import clip_preprocess, sam_preprocess, structure_coverage, to_rgb_tensor
+from .sentence_encoder import SentenceEncoder, load_sentence_encoder
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainingSample:
     referring_box: tuple[float, float, float, float] | None = None  # normalised xyxy drawn with the query
     referring_point: tuple[float, float] | None = None  # normalised (x, y) clicked with the query
     structures: dict[str, np.ndarray] | None = None  # every structure on the slice (name -> mask), for the patch head
+    asked: tuple[str, ...] | None = None  # the catalogue structures the query asks for (None: unknown), for the query head
 
 
 class MediSee:
@@ -59,7 +62,7 @@ class MediSee:
         self.model = model if model is not None else MediSeeModel(config, ids)
         if self.model.candidate_token_ids != ids:
             raise ValueError(f"model candidate ids {self.model.candidate_token_ids} != tokenizer ids {ids}")
-        if config.visual_tags:
+        if config.visual_tags or config.query_tags:
             words = [*config.patch_classes, "No"]
             self.model.set_tag_words([tokenizer(w, add_special_tokens=False)["input_ids"] for w in words])
         self.prompts = PromptEncoder(tokenizer, config.num_image_slot_tokens, placeholder_id=tokenizer.unk_token_id or 0)
@@ -108,6 +111,26 @@ class MediSee:
         return (torch.tensor(box_rows, dtype=self.dtype, device=self.device).reshape(-1, 4),
                 torch.tensor(point_rows, dtype=self.dtype, device=self.device).reshape(-1, 1, 2))
 
+    @cached_property
+    def sentence_encoder(self) -> SentenceEncoder:
+        """The frozen pretrained encoder behind the query tags, read on first use."""
+        return load_sentence_encoder(self.config.sentence_encoder)
+
+    def query_embeddings(self, queries: list[str]) -> torch.Tensor | None:
+        """(B, D) sentence embeddings of the questions when the model reads query tags, else None."""
+        if not self.config.query_tags:
+            return None
+        return self.sentence_encoder.encode(queries).to(self.device, self.dtype)
+
+    def asked_structures(self, query: str) -> dict[str, float]:
+        """How surely ``query`` asks for each patch class (the query head); empty without query tags."""
+        embedding = self.query_embeddings([query])
+        if embedding is None:
+            return {}
+        with torch.no_grad():
+            probs = torch.sigmoid(self.model.query_head(embedding))[0].float().tolist()
+        return dict(zip(self.config.patch_classes, probs))
+
     # -- training -------------------------------------------------------------------------
     def loss(self, samples: list[TrainingSample], weights: LossWeights | None = None,
              gt_box_prompts: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -128,10 +151,16 @@ class MediSee:
             prompt_boxes[keep_predicted.to(self.device)] = float("nan")
         referring_boxes, referring_points = self.referring_tensors(
             [s.referring_box for s in samples], [s.referring_point for s in samples])
+        query_embeddings = self.query_embeddings([s.query for s in samples])
         fwd = self.model(images, tokens.input_ids, tokens.attention_mask, tokens.image_mask,
                          answer_start=tokens.answer_start, prompt_boxes=prompt_boxes,
-                         referring_boxes=referring_boxes, referring_points=referring_points)
+                         referring_boxes=referring_boxes, referring_points=referring_points,
+                         query_embeddings=query_embeddings)
         terms = self._supervised_terms(fwd, tokens, samples)
+        if self.model.query_head is not None and (weights or self.config.loss).query > 0:
+            known = [i for i, s in enumerate(samples) if s.asked is not None]
+            if known:
+                terms["query"] = self._query_term(query_embeddings[known], [samples[i].asked for i in known])
         if (weights or self.config.loss).decision > 0:
             terms["decision"] = self._decision_term(fwd, tokens)
         if (weights or self.config.loss).naming > 0:
@@ -249,6 +278,25 @@ class MediSee:
         index = torch.tensor(rows, device=images.sam.device)
         logits = self.model.patch_logits(images.sam[index], [images.resized[r] for r in rows])
         return losses.patch_loss(logits, targets.to(logits.device))
+
+    def query_loss(self, queries: list[str], asked: list[tuple[str, ...]],
+                   weights: LossWeights | None = None) -> dict[str, torch.Tensor]:
+        """The query head's loss alone, from questions and the structures they ask for: how
+        the head learns before the language model reads its tags (training's ``queries`` phase)."""
+        if self.model.query_head is None:
+            raise ValueError("the query loss needs a model with query_tags")
+        terms = {"query": self._query_term(self.query_embeddings(queries), asked)}
+        terms["total"] = losses.combine(terms, weights or self.config.loss)
+        return terms
+
+    def _query_term(self, embeddings: torch.Tensor, asked: list[tuple[str, ...]]) -> torch.Tensor:
+        """BCE of the query head against which patch classes each question asks for."""
+        classes = self.config.patch_classes
+        targets = torch.zeros(len(asked), len(classes), device=embeddings.device)
+        for row, names in enumerate(asked):
+            targets[row, [classes.index(n) for n in names if n in classes]] = 1.0
+        logits = self.model.query_head(embeddings)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
 
     def _group_targets(self, groups, samples: list[TrainingSample]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Ground truth in group order (rows ascending, then occurrence in the answer)."""

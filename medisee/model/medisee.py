@@ -21,6 +21,7 @@ from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
 from .preprocess import image_cells
 from .seg_head import MaskHead
+from .sentence_encoder import encoder_dim
 from .visual_prompts import InputAligner, VisualPromptEncoder, prompt_class_weights
 
 
@@ -74,7 +75,7 @@ class GroupOutputs:
     router_seg_weights: torch.Tensor  # (G, n)
     router_box_weights: torch.Tensor  # (G, n)
     mask_logits: list[torch.Tensor] = field(default_factory=list)  # each (H_i, W_i)
-    mask_quality: torch.Tensor | None = None  # (G,) SAM IoU prediction
+    mask_quality: torch.Tensor | None = None  # (G,) stability of each mask (``mask_stability``)
 
 
 def patch_head(channels: int, classes: int) -> nn.Sequential:
@@ -85,6 +86,11 @@ def patch_head(channels: int, classes: int) -> nn.Sequential:
         layers += [nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
                    nn.GroupNorm(8, channels), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(channels, classes, 1))
+
+
+def query_head(dim: int, hidden: int, classes: int) -> nn.Sequential:
+    """Sentence embedding (D,) -> one logit per patch class: does the question ask for it."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, classes))
 
 
 class MediSeeModel(nn.Module):
@@ -113,6 +119,9 @@ class MediSeeModel(nn.Module):
         self.input_aligner = InputAligner(prompts, hidden) if prompts is not None and prompts.aligner else None
         # which structures cover each cell of the mask head's image embedding (``config.patch_classes``)
         self.patch_head = patch_head(config.sam.prompt_dim, len(config.patch_classes)) if config.patch_classes else None
+        # which patch classes the question asks for, from its sentence embedding (``query_tags``)
+        self.query_head = query_head(encoder_dim(config.sentence_encoder), config.query_head_hidden,
+                                     len(config.patch_classes)) if config.query_tags else None
         # token ids of each patch class's name, then of "No" (set by ``set_tag_words``; -1 pads)
         self.register_buffer("tag_word_ids", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         if config.lora is not None:
@@ -164,13 +173,15 @@ class MediSeeModel(nn.Module):
         referring_points: torch.Tensor | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
         patch_probs: torch.Tensor | None = None,
+        query_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image slot filled: the row's CLIP features (B, N, H),
         then, with visual prompts configured, the aligner's queries (or the prompt tokens
         without the aligner), then with ``region_features`` what the box and point cover
         (CLIP tokens, so the LLM reads them as it reads the patches), then with
         ``visual_tags`` the tags (``visual_tags``; ``patch_probs`` (B, N, K) from
-        ``patch_probabilities``). ``referring_boxes`` (B, 4) and
+        ``patch_probabilities``), then with ``query_tags`` the query tags
+        (``query_embeddings`` (B, D) from the sentence encoder). ``referring_boxes`` (B, 4) and
         ``referring_points`` (B, P, 2) are normalised to the rows' images, whose (h, w) ``image_sizes`` map them onto the
         CLIP canvas (square images need none); NaN (or None) means no prompt. The aligner
         reads only the question: positions before ``answer_start``, outside the image slot."""
@@ -202,6 +213,11 @@ class MediSeeModel(nn.Module):
             if patch_probs is None:
                 raise ValueError("visual tags need the patch head's probabilities (patch_probabilities)")
             parts.append(self.visual_tags(patch_probs.to(tokens), image_boxes, image_points))
+        if self.query_head is not None:
+            if query_embeddings is None:
+                raise ValueError("query tags need the question's sentence embedding (MediSee.query_embeddings)")
+            asked = torch.sigmoid(self.query_head(query_embeddings.to(tokens))).detach()
+            parts.append(self.query_tags(asked))
         features = torch.cat(parts, dim=1)
         return tokens.masked_scatter(image_mask.unsqueeze(-1), features.to(tokens.dtype))
 
@@ -226,19 +242,31 @@ class MediSeeModel(nn.Module):
         surely it marks each structure (``prompt_class_weights``; zero when absent).
         ``probs`` (B, N, K) come from ``patch_probabilities``; boxes and points are
         normalised to the image, the frame of its cells."""
-        ids = self.tag_word_ids
-        if ids.shape[0] != probs.shape[-1] + 1:
-            raise RuntimeError("visual tags need their words: MediSee(config, tokenizer) sets them")
-        embedded = self.mllm.language_model.get_input_embeddings()(ids.clamp(min=0))
-        valid = (ids >= 0).unsqueeze(-1).to(embedded.dtype)
-        words = ((embedded * valid).sum(1) / valid.sum(1)).to(probs.dtype)  # (K + 1, H)
-        names, no = words[:-1], words[-1]
+        names, no = self._tag_words(probs.shape[-1], probs.dtype)
         present = probs.amax(1).unsqueeze(-1)  # (B, K, 1)
         tags = [present * names + (1 - present) * no]
         if self.prompt_encoder is not None:
             coords, given = self.prompt_encoder.coordinates(boxes, points)
             tags.append(prompt_class_weights(probs, coords, given) @ names)
         return torch.cat(tags, dim=1)
+
+    def query_tags(self, asked: torch.Tensor) -> torch.Tensor:
+        """(B, K, H): per patch class, q * name + (1 - q) * "No", with q (B, K) how surely
+        the question asks for it (the query head's probability; detached: only the query
+        head's own loss trains it)."""
+        names, no = self._tag_words(asked.shape[-1], asked.dtype)
+        q = asked.unsqueeze(-1)
+        return q * names + (1 - q) * no
+
+    def _tag_words(self, classes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patch classes' name embeddings (K, H) (mean over their tokens) and "No"'s (H,)."""
+        ids = self.tag_word_ids
+        if ids.shape[0] != classes + 1:
+            raise RuntimeError("tags need their words: MediSee(config, tokenizer) sets them")
+        embedded = self.mllm.language_model.get_input_embeddings()(ids.clamp(min=0))
+        valid = (ids >= 0).unsqueeze(-1).to(embedded.dtype)
+        words = ((embedded * valid).sum(1) / valid.sum(1)).to(dtype)  # (K + 1, H)
+        return words[:-1], words[-1]
 
     def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,
                     sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,13 +352,13 @@ class MediSeeModel(nn.Module):
         boxes = boxes_norm * scale.repeat(1, 2)
         points = None if prompt_points is None else prompt_points.to(scale) * scale.unsqueeze(1)
         fine = None if images.fine is None else images.fine[image_of_group]
-        low_res, quality = self.mask_head.decode(images.sam[image_of_group], outputs.seg_embeddings, boxes, points, fine)
+        low_res, _ = self.mask_head.decode(images.sam[image_of_group], outputs.seg_embeddings, boxes, points, fine)
         size = self.config.sam.image_size
         outputs.mask_logits = [
             postprocess_masks(low_res[g : g + 1], size, images.resized[i], images.original[i])[0]
             for g, i in enumerate(image_of_group.tolist())
         ]
-        outputs.mask_quality = quality[:, 0]
+        outputs.mask_quality = mask_stability(low_res)
         return outputs
 
     # -- the whole forward pass (training and teacher-forced inference) ---------------------
@@ -345,6 +373,7 @@ class MediSeeModel(nn.Module):
         prompt_boxes: torch.Tensor | None = None,
         referring_boxes: torch.Tensor | None = None,
         referring_points: torch.Tensor | None = None,
+        query_embeddings: torch.Tensor | None = None,
     ) -> "ForwardOutputs":
         """Teacher-forced pass over full conversations. Returns the final-layer states and
         the per-group predictions; losses are computed from these by ``medisee.losses``.
@@ -357,7 +386,7 @@ class MediSeeModel(nn.Module):
         patch_probs = self.patch_probabilities(images)[image_index] if self.config.visual_tags else None
         embeds = self.embed_inputs(images.clip[image_index], input_ids, attention_mask, image_mask, answer_start,
                                    referring_boxes, referring_points, [images.original[i] for i in image_index.tolist()],
-                                   patch_probs)
+                                   patch_probs, query_embeddings)
         hidden = self.mllm.hidden_states(embeds, attention_mask)
         groups = self.find_groups(input_ids, answer_start)
         outputs = self.decode_groups(hidden, groups)
@@ -366,6 +395,20 @@ class MediSeeModel(nn.Module):
         prompt_points = clicks_on_first_groups(referring_points, groups.rows)
         outputs = self.predict_masks(images, image_index[groups.rows], outputs, prompt_boxes, prompt_points)
         return ForwardOutputs(hidden=hidden, groups=groups, outputs=outputs, image_index=image_index)
+
+
+STABILITY_OFFSET = 1.0  # logits, as segment-anything's automatic mask generator
+
+
+def mask_stability(logits: torch.Tensor, offset: float = STABILITY_OFFSET) -> torch.Tensor:
+    """(G,): segment-anything's stability score of mask logits (G, 1, h, w): the IoU of the
+    mask cut at +offset with the mask cut at -offset (1 for a crisp mask, near 0 for a
+    hesitant one; 0 when nothing passes -offset). Why not SAM's IoU head: the tiny preset's
+    was never trained and said about 0.002 for every mask, good or bad."""
+    flat = logits.flatten(1).float()
+    inner = (flat > offset).sum(1)
+    outer = (flat > -offset).sum(1)
+    return torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(inner, dtype=torch.float32))
 
 
 def clicks_on_first_groups(referring_points: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:

@@ -8,6 +8,8 @@ vocabulary entry and projected image features can be cached and reused across qu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import CLIPVisionModel, DynamicCache, MistralForCausalLM
@@ -53,12 +55,16 @@ class LlavaMLLM(nn.Module):
 
     @torch.no_grad()
     def greedy_generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int,
+        refuse: Callable[[list[int], int], bool] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Greedy decoding with a KV cache over left-padded prompts.
 
         Returns generated ids (B, L), the final-layer state that predicted each of them
         (B, L, H) and each token's probability (B, L). Rows that finished are padded with eos.
+        ``refuse(row_ids, token)`` may turn down a row's most probable token (a word said
+        twice back to back); the most probable of the next ``REFUSAL_CANDIDATES`` it accepts
+        is taken instead.
         """
         lm = self.language_model
         cache = DynamicCache(config=lm.config)
@@ -75,6 +81,8 @@ class LlavaMLLM(nn.Module):
             state = out.last_hidden_state[:, -1]
             p = torch.softmax(lm.lm_head(state).float(), dim=-1)
             prob, token = p.max(dim=-1)
+            if refuse is not None:
+                prob, token = _accepted(p, token, prob, ids, done, refuse)
             token = torch.where(done, torch.full_like(token, eos_token_id), token)
             ids.append(token)
             states.append(state)
@@ -130,3 +138,22 @@ class LlavaMLLM(nn.Module):
             picked = later.gather(2, rows_ids[:, 1:].unsqueeze(-1))[..., 0] * rows_valid[:, 1:]
             total = total + picked.sum(1).view(batch, count)
         return total
+
+
+REFUSAL_CANDIDATES = 8
+
+
+def _accepted(p: torch.Tensor, token: torch.Tensor, prob: torch.Tensor, ids: list[torch.Tensor], done: torch.Tensor,
+              refuse: Callable[[list[int], int], bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unfinished row, the most probable token ``refuse`` accepts (of the top few)."""
+    token, prob = token.clone(), prob.clone()
+    history = torch.stack(ids, 1).tolist() if ids else [[] for _ in range(len(token))]
+    for row in range(len(token)):
+        if bool(done[row]) or not refuse(history[row], int(token[row])):
+            continue
+        top_p, top_t = p[row].topk(min(REFUSAL_CANDIDATES, p.shape[-1]))
+        for candidate_p, candidate in zip(top_p.tolist(), top_t.tolist()):
+            if not refuse(history[row], candidate):
+                token[row], prob[row] = candidate, candidate_p
+                break
+    return prob, token

@@ -21,6 +21,7 @@ FULLY_TRAINED = (
     "prompt_encoder.",  # MIMO trains the visual prompt encoder and the input aligner
     "input_aligner.",
     "patch_head.",  # ours: the auxiliary patch head of models whose CLIP-like encoder trains from scratch
+    "query_head.",  # ours: which structures a question asks for (query tags)
 )
 
 

@@ -25,7 +25,7 @@ class AppSettings:
     weights: str = "default"  # "default" = the bundled tiny model, or a MediSee checkpoint folder
     device: str = "cpu"
     precision: str = "fp32"
-    threshold: float | None = None  # None: the model's own default (0.5)
+    threshold: float | None = None  # None: the model's own (chosen on validation data when it was built)
     batch_size: int = 8
     mode: str = "full"  # default inference mode; a request may ask for "fast"
     models_dir: Path = Path("model")  # retrained checkpoints and the served-model pointer

@@ -12,6 +12,7 @@ from medisee.builder import build_random
 from medisee.config import preset
 from medisee.losses import combine
 from medisee.model import TrainingSample
+from medisee.model.medisee import mask_stability
 from medisee.model.preprocess import structure_coverage
 from medisee.model.trainable import FULLY_TRAINED, configure_trainable, train_only
 
@@ -321,3 +322,13 @@ def test_fine_stem_starts_silent_then_adds_detail_to_the_masks(tiny_tokenizer, p
         with pytest.raises(ValueError, match="upscaled grid"):
             head.decode(encoding.sam, seg, prompt, fine=encoding.fine[..., :-1])
     assert build_random("tiny", seed=0, tokenizer=tiny_tokenizer).model.mask_head.fine_stem is None
+
+
+def test_mask_quality_is_the_stability_of_the_mask():
+    crisp = torch.full((1, 1, 8, 8), -9.0)
+    crisp[..., 2:6, 2:6] = 9.0
+    hesitant = torch.full((1, 1, 8, 8), -9.0)
+    hesitant[..., 2:6, 2:6] = 0.5  # above 0 but inside the +-1 band
+    hesitant[..., 3:5, 3:5] = 9.0
+    nothing = torch.full((1, 1, 8, 8), -9.0)
+    torch.testing.assert_close(mask_stability(torch.cat([crisp, hesitant, nothing])), torch.tensor([1.0, 0.25, 0.0]))

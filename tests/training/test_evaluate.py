@@ -17,7 +17,7 @@ from PIL import Image
 from medisee.commands import evaluate as evaluate_command
 from medisee.data.records import DataError, Record
 from medisee.predictor import Entity, Prediction, Predictor
-from training.evaluate import evaluate
+from training.evaluate import evaluate, quality_iou_correlation
 from training.report import CAPTION_HEIGHT, GAP, GRID_COLUMNS, HEADER_HEIGHT, TILE
 
 H, W = 48, 64
@@ -136,7 +136,8 @@ def test_perfect_predictions_score_one(dataset, tmp_path):
     assert len(lines) == 8
     assert lines[0] | {"seconds": 0} == {
         "source": "data.jsonl:1", "image": str(dataset[0].image), "class": "liver", "kind": "short", "modality": "CT",
-        "query": "short a?", "absent": False, "predicted_nothing": False, "score": 0.9, "iou": 1.0, "dice": 1.0,
+        "query": "short a?", "absent": False, "predicted_nothing": False, "score": 0.9, "mask_quality": 1.0,
+        "iou": 1.0, "dice": 1.0,
         "box_iou": 1.0, "seconds": 0,
     }
     assert lines[-1]["absent"] and lines[-1]["predicted_nothing"] and lines[-1]["iou"] is None
@@ -250,3 +251,11 @@ def test_command_errors_are_one_line_errors(tmp_path):
     (tmp_path / "x.jsonl").write_text("")
     with pytest.raises(ValueError, match="--limit must be at least 1"):
         run_command(["--data", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o"), "--limit", "0"])
+
+
+def test_mask_quality_is_reported_by_how_well_it_ranks_the_masks():
+    samples = [{"mask_quality": q, "iou": i} for q, i in [(0.9, 0.8), (0.5, 0.4), (0.2, 0.1), (0.7, 0.9)]]
+    assert quality_iou_correlation(samples) == pytest.approx(0.8)
+    samples.append({"mask_quality": None, "iou": 0.0})  # nothing predicted: no quality to rank
+    assert quality_iou_correlation(samples) == pytest.approx(0.8)
+    assert quality_iou_correlation(samples[:2]) is None

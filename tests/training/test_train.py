@@ -17,7 +17,7 @@ from PIL import Image
 
 from medisee.data.mlmr import write_mlmr_jsonl
 from medisee.data.records import Record
-from medisee.weights import load_checkpoint
+from medisee.weights import extend_checkpoint, load_checkpoint
 
 
 def make_dataset(root: Path, count: int = 6) -> Path:
@@ -115,8 +115,9 @@ def test_segmentation_phase_trains_only_the_mask_head(tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
-def run_phase_on_checkpoint(tmp_path, phase: str, model_changes: str):
-    """Three steps of ``phase`` from a saved random tiny model extended by ``model_changes``;
+def run_phase_on_checkpoint(tmp_path, phase: str, model_changes: str, sources: str | None = None):
+    """Three steps of ``phase`` from a saved random tiny model extended by ``model_changes``
+    (on ``sources``, a YAML list of data sources, instead of the plain dataset when given);
     returns the config, its text without the changes, and the names of the weights that changed."""
     from medisee.builder import build_random
     from medisee.weights import save_checkpoint
@@ -125,6 +126,8 @@ def run_phase_on_checkpoint(tmp_path, phase: str, model_changes: str):
     save_checkpoint(build_random("tiny", seed=0), tmp_path / "base")
     config = write_config(tmp_path, data, steps=3, save_every=3, phase=phase)
     text = config.read_text().replace("init: preset:tiny", f"init: checkpoint:{tmp_path / 'base'}")
+    if sources is not None:
+        text = text.replace(f"train: {data}\n", "train: " + sources.format(data=data) + "\n")
     config.write_text(text + f"model_changes: {model_changes}\n")
     proc = start(config)
     output, _ = proc.communicate(timeout=600)
@@ -154,6 +157,23 @@ def test_patches_phase_trains_only_the_patch_head(tmp_path):
 
     config.write_text(text)  # no patch head to train: a clear error, not a traceback
     assert "phase patches needs a model with patch_classes" in refused_output(config, tmp_path)
+
+
+@pytest.mark.slow
+def test_queries_phase_trains_only_the_query_head_from_ordinary_requests_without_images(tmp_path):
+    sources = "[{{path: {data}, kind: requests, noise: 0.5}}, {{path: {data}, kind: mlmr, noise: 0.3}}]"
+    config, text, changed = run_phase_on_checkpoint(
+        tmp_path, "queries", "{patch_classes: [left kidney, spleen], query_tags: true}", sources)
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3] and set(entries[0]) == {"query", "total", "step", "lr", "seconds"}
+    assert all(k.startswith(("query_head.", "patch_head.")) for k in changed)  # both new; only one trained
+    fresh = extend_checkpoint(tmp_path / "base", {"patch_classes": ["left kidney", "spleen"], "query_tags": True})
+    trained = load_checkpoint(tmp_path / "run" / "model").model.state_dict()
+    moved = {k for k, v in fresh.model.state_dict().items() if not np.array_equal(v.numpy(), trained[k].numpy())}
+    assert moved and all(k.startswith("query_head.") for k in moved)
+
+    config.write_text(text)  # no query head to train: a clear error, not a traceback
+    assert "phase queries needs a model with query tags" in refused_output(config, tmp_path)
 
 
 @pytest.mark.slow

@@ -68,6 +68,18 @@ def test_a_source_can_keep_one_modality(tmp_path):
         read_sources(load_config(write(tmp_path, "train: [{path: d.jsonl, modality: PET}]\n")))
 
 
+def test_request_sources_ask_as_people_do_and_noise_marks_every_record(tmp_path):
+    from training.train import read_sources
+
+    _three_records(tmp_path)
+    config = load_config(write(tmp_path, "train:\n  - {path: d.jsonl, noise: 0.3}\n  - {path: d.jsonl, kind: requests}\n"))
+    sources = read_sources(config)
+    assert set(sources) == {"0:d.jsonl:noise0.3", "1:d.jsonl:requests"}
+    plain, requests = (records for records, _ in sources.values())
+    assert all(r.extra["noise"] == 0.3 for r in plain)
+    assert requests and all("asked" in r.extra and "noise" not in r.extra for r in requests)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -79,6 +91,7 @@ def test_a_source_can_keep_one_modality(tmp_path):
         ("train: [{path: a, only: missing}]\n", "'only' must be absent or present"),
         ("train: [{path: a, pairs: 3}]\n", "'pairs' applies to kind mimo only"),
         ("train: [{path: a, kind: mimo, pairs: 0}]\n", "must be at least 1"),
+        ("train: [{path: a, noise: 1.5}]\n", "'noise' is a share of queries"),
         ("train: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -118,7 +131,7 @@ def test_load_config_accepts_mimo_sources_and_model_changes(tmp_path):
     assert config.init == "checkpoint:" + str((tmp_path / "ckpt" / "medisee").resolve())
     assert config.model_changes == {"visual_prompts": {"max_points": 1, "aligner": False}}
     (tmp_path / "bad.yaml").write_text("train:\n  - {path: data/x.jsonl, kind: mimoseg}\n")
-    with pytest.raises(ValueError, match="mlmr, samed2d or mimo"):
+    with pytest.raises(ValueError, match="mlmr, samed2d, mimo or requests"):
         load_config(tmp_path / "bad.yaml")
     (tmp_path / "preset.yaml").write_text("train: data/x.jsonl\nmodel_changes: {visual_prompts: {max_points: 1}}\n")
     with pytest.raises(ValueError, match="checkpoint"):
@@ -149,4 +162,4 @@ def test_build_default_puts_every_stage_path_under_its_runs_folder(tmp_path):
         if config.init.startswith("checkpoint:"):
             paths.append(Path(config.init.split(":", 1)[1]))
         assert all(path.is_relative_to(tmp_path.resolve()) for path in paths), (stage, paths)
-    assert stage_config(STAGES[-1], tmp_path).init == f"checkpoint:{tmp_path.resolve() / 'tiny-5-mimo' / 'model'}"
+    assert stage_config(STAGES[-1], tmp_path).init == f"checkpoint:{tmp_path.resolve() / 'tiny-5c-queries' / 'model'}"

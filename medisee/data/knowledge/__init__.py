@@ -20,6 +20,15 @@ REGIONS = ("abdomen", "thorax", "brain", "spine")
 
 
 @dataclass(frozen=True)
+class OutsideStructure:
+    """A structure people ask for that the catalogue does not hold (``outside.json``)."""
+
+    name: str
+    kind: str  # the noun a question may use instead of the name
+    facts: tuple[str, ...]  # verb phrases, as the catalogue's functions
+
+
+@dataclass(frozen=True)
 class Location:
     text: str  # verb phrase, e.g. "lies below the spleen"
     anchors: tuple[str, ...] = ()  # structures the phrase names; empty for a general statement
@@ -44,6 +53,9 @@ class Structure:
     location: tuple[Location, ...]
     appearance: dict[str, tuple[str, ...]] = field(hash=False)  # modality -> verb phrases
     findings: tuple[Finding, ...]
+    # shorthand and informal names people type ("L kidney", "spine"): ordinary requests use
+    # them; not ``terms``, since some are ambiguous on their own ("cortex", "ventricles")
+    informal: tuple[str, ...] = ()
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -89,6 +101,7 @@ def _parse(entry: dict) -> Structure:
         location=tuple(Location(loc["text"], tuple(loc["anchors"])) for loc in entry["location"]),
         appearance={modality: tuple(facts) for modality, facts in entry["appearance"].items()},
         findings=tuple(Finding(**finding) for finding in entry["findings"]),
+        informal=tuple(entry.get("informal", ())),
     )
     problems = []
     if structure.region not in REGIONS:
@@ -108,6 +121,17 @@ def _parse(entry: dict) -> Structure:
 def load_knowledge() -> dict[str, Structure]:
     """Structures by name (a fresh dict; the structures themselves are immutable)."""
     return dict(_load())
+
+
+@lru_cache(maxsize=1)
+def outside_structures() -> tuple[OutsideStructure, ...]:
+    """Structures outside the catalogue: requests for them are answered "none found"."""
+    text = resources.files(__name__).joinpath("outside.json").read_text(encoding="utf-8")
+    outside = tuple(OutsideStructure(e["name"], e["kind"], tuple(e["facts"])) for e in json.loads(text)["structures"])
+    clashes = [o.name for o in outside if find_structure(o.name) is not None]
+    if clashes:
+        raise ValueError(f"outside.json: {clashes} are in the catalogue (knowledge.json)")
+    return outside
 
 
 def find_structure(name: str) -> Structure | None:
