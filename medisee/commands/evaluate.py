@@ -133,6 +133,16 @@ def _cell(value, percent: bool) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
+def aligned(table: list[list[str]]) -> list[str]:
+    """Rows of cells as text: the first column left-aligned, the others right-aligned, a rule
+    under the header row."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
 def format_table(metrics: dict) -> str:
     """Overall, short and long rows, then one row per class and per modality (percentages)."""
     rows = [(name, metrics[name]) for name in ("overall", "short", "long")]
@@ -140,10 +150,7 @@ def format_table(metrics: dict) -> str:
     rows += [(f"modality {name}", split["overall"]) for name, split in metrics.get("by_modality", {}).items()]
     table = [["", *(title for title, _, _ in COLUMNS)]]
     table += [[label, *(_cell(group.get(key), percent) for _, key, percent in COLUMNS)] for label, group in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in table]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned(table)
     lines.append("(gIoU, cIoU, Dice, boxIoU, Acc@0.5 and absent-ok in %; absent-ok: share of absent targets "
                  "answered with nothing)")
     return "\n".join(lines)
@@ -160,10 +167,7 @@ def format_mimo_table(metrics: dict) -> str:
     table = [["perspective", *(title for title, _, _ in MIMO_COLUMNS)]]
     for name, group in metrics["perspectives"].items():
         table.append([name, *(_cell(group.get(key), percent) for _, key, percent in MIMO_COLUMNS)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in table]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned(table)
     naming = metrics["prompt_naming"]
     lines.append("box/point without the name -> right structure named: "
                  + ", ".join(f"{k} {_cell(v['rate'], True)}% (n={v['count']})" for k, v in naming.items()))
@@ -190,10 +194,7 @@ def format_human_table(human: dict, generator: dict) -> str:
     rows += [(f"people, {name}", groups[name]) for name in order if name in groups]
     table = [["", *(title for title, _, _ in HUMAN_COLUMNS)]]
     table += [[label, *(_cell(group.get(key), percent) for _, key, percent in HUMAN_COLUMNS)] for label, group in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in table]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned(table)
     agreement, repeated = human["agreement"], human["repeated_words"]
     if agreement["count"]:
         lines.append(f"answers that name what they return: {_cell(agreement['rate'], True)}% (n={agreement['count']}); "
