@@ -142,30 +142,76 @@ def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer
         phrases.append(found[-1].split("<")[0].strip() if found else "")  # a phrase ends at a broken tag
     alternatives = "|".join(re.escape(t) for t in candidate_tokens)
     tokens = rf"\s*(?:{alternatives})(?:\s*(?:,|and)?\s*(?:{alternatives}))*"
-    text = _GROUP.sub(lambda m: m.group(1), re.sub(tokens, "", answer))
-    text = _TAG_PIECE.sub("", text)
+    text = _GROUP.sub(_named_once, _SAID_AGAIN.sub(_once(), re.sub(tokens, "", answer)))
+    text = _TAG_PIECE.sub(" ", text)  # a stray tag between two words ("lung</p>left") parts them
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
     text = _OPENER.sub("", text).strip()
     return ParsedAnswer(text=text, phrases=phrases)
 
 
-# A word said twice back to back ("the stomach stomach", "heartheart"), tags and candidate
-# tokens aside: what a tiny language model's greedy decoding sometimes writes.
-REPEATED_WORD = re.compile(r"\b(\w+)(?:\s+\1\b|\1\b)", re.IGNORECASE)
-_MARKUP = re.compile(r"</?p>|\[[A-Z][A-Z0-9_]*\]")
-_ENDS_REPEATED = re.compile(r"\b(\w+)(?:\s+|)\1$", re.IGNORECASE)
-_TAIL_TOKENS = 12  # enough of the text to hold two words
+# a named group after a separator: said again ("aorta, aorta."), the text keeps the first
+_SAID_AGAIN = re.compile(r"(\s*(?:,|;|\band\b)?\s*)<p>(.*?)</p>", re.DOTALL)
+
+
+def _once() -> Callable[[re.Match], str]:
+    """For ``_SAID_AGAIN.sub``: a group's name the first time, nothing (separator included)
+    when the answer names that structure again (its masks join the first's entity)."""
+    said: set[str] = set()
+
+    def keep_first(match: re.Match) -> str:
+        name = match.group(2).strip().lower()
+        if name and name in said:
+            return ""
+        said.add(name)
+        return match.group(0)
+
+    return keep_first
+
+
+def _named_once(match: re.Match) -> str:
+    """A group's phrase as text, unless the words just before it are that phrase ("The right
+    lung<p>right lung</p>": the model wrote the name, then tagged it)."""
+    phrase = match.group(1).strip()
+    said = match.string[: match.start()].rstrip().lower()
+    return " " if phrase and re.search(rf"\b{re.escape(phrase.lower())}$", said) else match.group(1)
+
+
+# A word or a phrase of up to three words said twice back to back, perhaps across a comma
+# ("the stomach stomach", "heartheart", "and, and", "right lung</p>right lung"), opening tags
+# and candidate tokens aside (a "|" the repeat cannot cross): what a tiny language model's greedy
+# decoding sometimes writes. Glued copies count from four letters on ("murmur" is a word).
+_REPEAT = r"\b(?P<unit>\w+(?:\s+\w+){0,2})(?:[\s,;:]+(?P=unit)|(?<=\w{4})(?P=unit))"
+REPEATED_WORD = re.compile(_REPEAT + r"\b", re.IGNORECASE)
+_ENDS_REPEATED = re.compile(_REPEAT + r"$", re.IGNORECASE)
+_MARKUP = re.compile(r"<p>|\[[A-Z][A-Z0-9_]*\]")  # a repeat may not span these; it may span "</p>"
+LOOP_WORDS = 4  # greedy decoding may not say the same four words twice in one answer (a loop)
+
+
+def _plain(text: str) -> str:
+    return _MARKUP.sub(" | ", text.replace("</p>", " "))
 
 
 def repeats_a_word(text: str) -> bool:
-    return bool(REPEATED_WORD.search(_MARKUP.sub(" ", text)))
+    return bool(REPEATED_WORD.search(_plain(text)))
 
 
 def refuses_repeated_word(tokenizer) -> Callable[[list[int], int], bool]:
-    """For greedy decoding: whether a token would end the text with its last word said a
-    second time, back to back (the decoder then takes its next most probable token)."""
+    """For greedy decoding: whether a token would end the text with its last word or phrase
+    said a second time, back to back, or with four words it has already said in that order
+    (the decoder then takes its next most probable token)."""
     def refuse(ids: list[int], token: int) -> bool:
-        tail = _MARKUP.sub(" ", tokenizer.decode(ids[-_TAIL_TOKENS:] + [token], skip_special_tokens=False))
-        return bool(_ENDS_REPEATED.search(tail))
+        text = _plain(tokenizer.decode(ids + [token], skip_special_tokens=False))
+        return bool(_ENDS_REPEATED.search(text)) or _ends_in_a_loop(text)
 
     return refuse
+
+
+def _ends_in_a_loop(text: str) -> bool:
+    """Whether the last ``LOOP_WORDS`` words of ``text`` (within one stretch between tags)
+    were already said in that order."""
+    stretches = [[w.lower() for w in re.findall(r"\w+", part)] for part in text.split("|")]
+    last = stretches[-1][-LOOP_WORDS:]
+    if len(last) < LOOP_WORDS:
+        return False
+    stretches[-1] = stretches[-1][:-1]  # an earlier occurrence ends before the last word
+    return any(words[i:i + LOOP_WORDS] == last for words in stretches for i in range(len(words) - LOOP_WORDS + 1))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .conversation import answer_prefix, parse_answer, refuses_repeated_word
-from .data.knowledge import find_structure
+from .data.knowledge import asks_for_both_sides, find_structure, paired_structures
 from .data.templates import absent_answer, grouped_answer
 from .metrics import mask_to_box
 from .model import ImageEncoding, MediSee
@@ -40,6 +40,14 @@ from .model.box_head import cxcywh_to_xyxy
 
 MAX_QUERY_CHARS = 2000
 ASKED = 0.5  # query-head probability above which a query asks for a structure
+# how loudly the query head's "is this structure asked for?" weighs a group: in full (1)
+# when the group's <p>phrase</p> names the structure (the model named what the head chose),
+# as a square root when only the answer's text names it or an unnamed group means it (an
+# implicit question the head is unsure of, which the language model answered from the
+# image: on people's questions, 1 lost MR implicit answers, 0 let "thyroid" on a brain slice
+# through as white matter)
+NAMED_IN_GROUP, MEANT = 1.0, 0.5
+PAIR_HINT = 0.2  # query-head probability of either side above which "both kidneys" asks for both
 MODES = ("full", "fast")
 
 
@@ -286,8 +294,20 @@ class Predictor:
         """The structures the query head says the query asks for (none without query tags),
         in the order the query names them (as the answers the model learned list them);
         those it does not name by a known term last."""
-        asked = [name for name, p in self.model.asked_structures(query).items() if p >= ASKED]
+        asked = [name for name, p in self._asked_probabilities(query).items() if p >= ASKED]
         return sorted(asked, key=lambda name: mention_position(query, name))
+
+    def _asked_probabilities(self, query: str) -> dict[str, float]:
+        """The query head's probability that ``query`` asks for each structure, both sides of
+        a paired structure raised to the surer side's when the words ask for both ("the
+        lungs", "both kidneys") and the head leans to either (``PAIR_HINT``): one sentence
+        embedding blurs "lung" and "lungs", the plural does not."""
+        probabilities = dict(self.model.asked_structures(query))
+        for noun, sides in paired_structures().items():
+            surer = max(probabilities.get(side, 0.0) for side in sides)
+            if surer >= PAIR_HINT and asks_for_both_sides(query, noun):
+                probabilities.update({side: max(surer, ASKED) for side in sides if side in probabilities})
+        return probabilities
 
     @property
     def _gates(self) -> bool:
@@ -295,24 +315,23 @@ class Predictor:
         return (config.presence_gate and self.model.model.patch_head is not None) or config.query_gate
 
     def _gate_values(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs],
-                     named: bool = True) -> torch.Tensor:
+                     query_weight: float = NAMED_IN_GROUP) -> torch.Tensor:
         """(B, K): per row and patch class, the factor a group meaning that class gets: the
-        patch head's presence of the class on the slice (``presence_gate``) times, for a
-        group that ``named`` its structure, how surely the question asks for it
-        (``query_gate``; rows with a drawn box or click ask about what it marks, not by
-        name, and are not checked). An unnamed fast-mode group is not weighed by the query
-        head: a reasoning question ("the organ in the upper left") often leaves the head
-        unsure whatever it asks for, and the answer's own "Sure" already read the tags."""
+        patch head's presence of the class on the slice (``presence_gate``) times how surely
+        the question asks for it (``query_gate``), raised to ``query_weight``
+        (``NAMED_IN_GROUP`` or ``MEANT``; 0 leaves the question out). Rows with a drawn box
+        or click ask about what it marks, not by name, and are not checked against the
+        question."""
         from .presence import structure_presence
 
         model, config = self.model.model, self.model.config
         values = torch.ones(len(prompts), len(config.patch_classes), device=encoding.sam.device)
         if config.presence_gate and model.patch_head is not None:
             values = values * structure_presence(model.patch_probabilities(encoding)).float()
-        if config.query_gate and named:
-            asked = torch.tensor(list(self.model.asked_structures(query).values()), device=values.device)
+        if config.query_gate and query_weight > 0:
+            asked = torch.tensor(list(self._asked_probabilities(query).values()), device=values.device)
             named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
-            values = torch.where(named_only.unsqueeze(1), values * asked, values)
+            values = torch.where(named_only.unsqueeze(1), values * asked ** query_weight, values)
         return values
 
     def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
@@ -327,7 +346,7 @@ class Predictor:
         embeds = self._embed(encoding, tokens, query, prompts)
         names = [bundle.prompts.answer_ids(ABSENT_OPENING.format(name=name)) for name in bundle.config.patch_classes]
         name_log_probs = model.mllm.continuation_log_probs(embeds, tokens.attention_mask, names)
-        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, named=False))
+        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, query_weight=MEANT))
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
@@ -381,15 +400,21 @@ class Predictor:
     def _named_presence(self, encoding: ImageEncoding, rows: torch.Tensor, phrases: list[list[str]],
                         answers: list[str], query: str, prompts: list[PromptInputs]) -> torch.Tensor:
         """(G,): per group, the gate (``_gate_values``) of the structure its phrase names (for
-        a row's first group without one, the answer's text; not the query, which may name a
-        neighbour of the target); 1 for a structure outside the patch classes."""
+        a row's first group without one, the structure the answer's text names, with the
+        query head's word softened; never the query, which may name a neighbour of the
+        target); 1 for a structure outside the patch classes."""
         from .presence import phrase_presence
 
-        gate = self._gate_values(encoding, query, prompts)
-        factors = [phrase_presence(phrases[row][k] if k < len(phrases[row]) else answers[row] if k == 0 else "",
-                                   self.model.config.patch_classes, gate[row])
-                   for row, k in zip(rows.tolist(), occurrences(rows.tolist()))]
-        return torch.tensor(factors, dtype=torch.float32, device=gate.device)
+        classes = self.model.config.patch_classes
+        by_phrase = self._gate_values(encoding, query, prompts)
+        by_text = self._gate_values(encoding, query, prompts, query_weight=MEANT)
+        factors = []
+        for row, k in zip(rows.tolist(), occurrences(rows.tolist())):
+            if k < len(phrases[row]) and phrases[row][k]:
+                factors.append(phrase_presence(phrases[row][k], classes, by_phrase[row]))
+            else:
+                factors.append(phrase_presence(answers[row] if k == 0 else "", classes, by_text[row]))
+        return torch.tensor(factors, dtype=torch.float32, device=by_phrase.device)
 
     def _embed(self, encoding: ImageEncoding, tokens, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
         """The language model's input for a batch of rows asking ``query``: tokens, image
@@ -445,21 +470,18 @@ class Predictor:
             else:
                 x0, y0, x1, y1 = (cxcywh_to_xyxy(outputs.boxes[g].float()).clamp(0, 1)
                                   * torch.tensor([width, height, width, height])).tolist()
-            phrase = distinct_name(entity_phrase(k, phrases[row], answers[row], query),
-                                   [e.phrase for e in predictions[row].entities])
-            predictions[row].entities.append(
-                Entity(
-                    phrase=phrase,
-                    mask=mask,
-                    box=(x0, y0, x1, y1),
-                    score=float(scores[g]),
-                    mask_quality=float(outputs.mask_quality[g]),
-                    router_weights={
-                        "seg": outputs.router_seg_weights[g].float().tolist(),
-                        "box": outputs.router_box_weights[g].float().tolist(),
-                    },
-                )
+            entity = Entity(
+                phrase=entity_phrase(k, phrases[row], answers[row], query),
+                mask=mask,
+                box=(x0, y0, x1, y1),
+                score=float(scores[g]),
+                mask_quality=float(outputs.mask_quality[g]),
+                router_weights={
+                    "seg": outputs.router_seg_weights[g].float().tolist(),
+                    "box": outputs.router_box_weights[g].float().tolist(),
+                },
             )
+            add_entity(predictions[row].entities, entity, self.model.config.box_source == "mask")
         return predictions
 
     @staticmethod
@@ -544,6 +566,23 @@ def entity_phrase(k: int, phrases: list[str], answer: str, query: str) -> str:
         named = structure_named_in(answer)
         return named.name if named is not None else query[:64]
     return f"{query[:56]} #{k + 1}"
+
+
+def add_entity(entities: list[Entity], entity: Entity, box_from_mask: bool) -> None:
+    """Append ``entity`` to a row's ``entities``: a catalogue structure the answer names a
+    second time joins its first entity (one structure, one mask and one segment: the
+    answer's text names it once too); any other repeated name is numbered (``distinct_name``)."""
+    first = next((e for e in entities if e.phrase == entity.phrase), None)
+    if first is None or find_structure(entity.phrase) is None:
+        entity.phrase = distinct_name(entity.phrase, [e.phrase for e in entities])
+        entities.append(entity)
+        return
+    first.mask = first.mask | entity.mask
+    first.box = (mask_to_box(first.mask) if box_from_mask else
+                 (min(first.box[0], entity.box[0]), min(first.box[1], entity.box[1]),
+                  max(first.box[2], entity.box[2]), max(first.box[3], entity.box[3])))
+    if entity.score > first.score:
+        first.score, first.mask_quality, first.router_weights = entity.score, entity.mask_quality, entity.router_weights
 
 
 def distinct_name(name: str, taken: list[str]) -> str:

@@ -83,10 +83,32 @@ def test_a_stuttered_closing_tag_ends_the_phrase():
     assert parse_answer("Sure, <p>liver</p> [SEG], <p>spleen<pleen</p> [SEG].", TOKENS).phrases == ["liver", "spleen"]
 
 
+def test_a_structure_named_again_is_said_once():
+    parsed = parse_answer("Sure, <p>aorta</p> [SEG], <p>aorta</p> [SEG] and <p>heart</p> [SEG].", TOKENS)
+    assert parsed.text == "aorta and heart." and parsed.phrases == ["aorta", "aorta", "heart"]
+
+
+def test_a_name_written_then_tagged_reads_once():
+    parsed = parse_answer("The right lung<p>right lung</p> [SEG] is large.", TOKENS)
+    assert parsed.text == "The right lung is large." and parsed.phrases == ["right lung"]
+
+
+def test_greedy_decoding_refuses_to_say_four_words_again(tiny_tokenizer):
+    refuse = refuses_repeated_word(tiny_tokenizer)
+    said = tiny_tokenizer("It controls movement, sensation and speech, and it also controls movement, sensation",
+                          add_special_tokens=False).input_ids
+    again = tiny_tokenizer(" and", add_special_tokens=False).input_ids
+    assert refuse(said, again[0])  # "controls movement sensation and" a second time: a loop
+    fresh = tiny_tokenizer("It controls movement, sensation", add_special_tokens=False).input_ids
+    assert not refuse(fresh, again[0])
+
+
 def test_a_word_said_twice_back_to_back_is_found_and_refused(tiny_tokenizer):
     assert repeats_a_word("The stomach stomach is full") and repeats_a_word("heartheart")
     assert not repeats_a_word("Sure, <p>liver</p> [SEG] and [BBOX], <p>spleen</p> [SEG] and [BBOX].")
     assert not repeats_a_word("the left and the right kidney")
+    assert repeats_a_word("sensation and, and.") and repeats_a_word("The right lungright lung")  # a phrase, glued
+    assert not repeats_a_word("a heart murmur") and not repeats_a_word("The brain is the brain, so")
     refuse = refuses_repeated_word(tiny_tokenizer)
     ids = tiny_tokenizer("The liver", add_special_tokens=False).input_ids
     again = tiny_tokenizer(" liver", add_special_tokens=False).input_ids

@@ -396,6 +396,54 @@ def test_full_mode_answers_a_request_for_several_structures_with_the_groups_that
     assert none.entities == [] and none.answer.startswith("No, there is no liver and spleen")
 
 
+def test_a_structure_only_the_answers_text_names_is_weighed_by_the_query_head_more_softly(queried, phantom):
+    bundle, asked = queried
+    asked.update(liver=0.25)
+
+    def score(answer: str) -> float:
+        with answering(bundle, answer):
+            return Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="full").entities[0].score
+
+    in_text, in_group = " Sure, it is [SEG] and [BBOX]. The liver filters blood.", " Sure, <p>liver</p> [SEG] and [BBOX]."
+    gated = score(in_text), score(in_group)
+    bundle.config.query_gate = False
+    plain = score(in_text), score(in_group)
+    assert gated[0] == pytest.approx(0.5 * plain[0], rel=1e-4)  # the square root of 0.25
+    assert gated[1] == pytest.approx(0.25 * plain[1], rel=1e-4)
+
+
+def test_fast_mode_weighs_the_structure_meant_by_the_query_head_as_softly(queried, phantom):
+    bundle, asked = queried
+    asked.update(liver=0.25, spleen=0.25)  # neither sure enough for the named form
+
+    def score() -> float:
+        return Predictor(bundle, score_threshold=0.0).predict(phantom[0], QUERY, mode="fast").entities[0].score
+
+    gated = score()
+    bundle.config.query_gate = False
+    assert gated == pytest.approx(0.5 * score(), rel=1e-4)  # the square root of 0.25, whichever is meant
+
+
+def test_a_structure_named_twice_is_one_entity_and_said_once(tiny, phantom):
+    with answering(tiny, " Sure, <p>liver</p> [SEG] and [BBOX], <p>liver</p> [SEG] and [BBOX]."):
+        result = Predictor(tiny, score_threshold=0.0).predict(phantom[0], QUERY, mode="full")
+    assert [e.phrase for e in result.entities] == ["liver"] and result.answer == "liver."
+
+
+def test_both_sides_of_a_paired_structure_are_asked_for_by_its_plural(tiny_tokenizer):
+    config = dataclasses.replace(preset("tiny"), patch_classes=("left lung", "right lung", "heart"), query_tags=True,
+                                 query_gate=True)
+    bundle = build_random(config, seed=0, tokenizer=tiny_tokenizer)
+    asked = {"left lung": 0.25, "right lung": 0.45, "heart": 0.0}
+    bundle.asked_structures = lambda query: dict(asked)
+    predictor = Predictor(bundle)
+    assert predictor._asked("show me the lungs") == ["left lung", "right lung"]
+    assert predictor._asked("segment both lungs") == ["left lung", "right lung"]
+    assert predictor._asked("show me the lung") == []  # one side, and the head is unsure which
+    asked.update({"left lung": 0.1, "right lung": 0.1, "heart": 0.9})
+    assert predictor._asked("the organ between the lungs") == ["heart"]  # the head does not lean to the lungs
+
+
 def test_the_query_gate_needs_query_tags():
     with pytest.raises(ValueError, match="query_gate needs query_tags"):
         dataclasses.replace(preset("tiny"), patch_classes=("liver",), query_gate=True)

@@ -18,7 +18,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from .knowledge import OutsideStructure, find_structure, outside_structures
+from .knowledge import OutsideStructure, find_structure, outside_structures, paired_structures
 from .loader import group_by_image, slice_key
 from .records import Record
 from .templates import DEFAULT_CANDIDATES, absent_answer, grouped_answer
@@ -93,11 +93,9 @@ def _shared_noun(names: Sequence[str]) -> str | None:
 
 def _paired_plural(names: Sequence[str]) -> str | None:
     """"kidneys" for the left and right kidney, "lungs" for both lungs, else None."""
-    if len(names) != 2:
-        return None
-    sides = sorted(names)
-    if sides[0].startswith("left ") and sides[1].startswith("right ") and sides[0][5:] == sides[1][6:]:
-        return sides[0][5:] + "s"
+    for noun, sides in paired_structures().items():
+        if sorted(names) == sorted(sides):
+            return noun + "s"
     return None
 
 

@@ -158,3 +158,20 @@ def structure_named_in(text: str) -> Structure | None:
     pattern, by_term = _term_pattern()
     found = pattern.search(text or "")
     return by_term[normalise(found.group(1))] if found else None
+
+
+@lru_cache(maxsize=1)
+def paired_structures() -> dict[str, tuple[str, str]]:
+    """Shared noun -> (left, right) for the catalogue's paired structures ("kidney" ->
+    ("left kidney", "right kidney")): what "both kidneys" or "the lungs" ask for."""
+    names = set(_load())
+    return {name[5:]: (name, "right " + name[5:]) for name in sorted(names)
+            if name.startswith("left ") and "right " + name[5:] in names}
+
+
+def asks_for_both_sides(text: str, noun: str) -> bool:
+    """Whether ``text`` asks for both sides of a paired structure: its plural ("lungs",
+    "kidneys"), "both"/"left and right"/"bilateral" before the noun."""
+    plural = rf"\b{re.escape(noun)}s\b"
+    both = rf"\b(?:both|bilateral|left\s+and\s+right|right\s+and\s+left|two)\s+(?:of\s+the\s+)?{re.escape(noun)}s?\b"
+    return bool(re.search(plural, text, re.IGNORECASE) or re.search(both, text, re.IGNORECASE))
