@@ -6,8 +6,9 @@
 ``--conf`` options (all optional): weights (``default`` = the bundled tiny model, or a MediSee
 checkpoint folder), device (cpu, cuda, auto), precision (fp32, bf16, fp16), threshold (entity
 score below which nothing is reported), batch_size (slices per batch), mode (full or fast),
-models_dir (where retrained checkpoints go; default ``<app>/model``), retrain_steps,
-max_query_chars. Tasks: infer ``medisee``, trainer ``medisee``, strategies
+models_dir (where retrained checkpoints and the scratch folder go; default ``<app>/model``),
+retrain_steps, max_query_chars, max_upload_mb, image_folders (server folders an image id may
+name by path), enable (endpoint groups beyond the product's: ``lib/policy.py``). Tasks: infer ``medisee``, trainer ``medisee``, strategies
 ``medisee_uncertainty``, ``first`` and ``random``.
 """
 
@@ -31,7 +32,7 @@ from monailabel.tasks.activelearning.random import Random  # noqa: E402
 import medisee  # noqa: E402
 from monailabel_app.lib.activelearning.uncertainty import MediSeeUncertainty  # noqa: E402
 from monailabel_app.lib.datastore import MediSeeDatastore  # noqa: E402
-from monailabel_app.lib.errors import NOT_FOUND, ClientError  # noqa: E402
+from monailabel_app.lib.errors import BAD_REQUEST, NOT_FOUND, ClientError  # noqa: E402
 from monailabel_app.lib.infers.medisee import MediSeeInfer  # noqa: E402
 from monailabel_app.lib.served_model import ServedModel  # noqa: E402
 from monailabel_app.lib.settings import AppSettings  # noqa: E402
@@ -72,18 +73,40 @@ class MediSeeApp(MONAILabelApp):
         return {"medisee_uncertainty": MediSeeUncertainty(self.served), "first": First(), "random": Random()}
 
     def infer(self, request, datastore=None):
-        """Unknown models and images are the client's mistake: 404 with the name, not a 500."""
+        """Unknown models and images are the client's mistake: 404 with the name, not a 500.
+        An image is a datastore id, or a file under ``--studies`` or a folder the admin listed
+        (``--conf image_folders``); ``server_file`` marks the server's own copy of an upload."""
         model = request.get("model")
         if model not in self._infers:
             raise ClientError(NOT_FOUND, f"unknown model {model!r}; this server has: {', '.join(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            try:
-                uri = (datastore or self.datastore()).get_image_uri(image)
-            except (MONAILabelException, HTTPException, OSError, ValueError) as err:
-                raise ClientError(NOT_FOUND, f"unknown image id {image!r}: {err}") from None
-            except Exception as err:  # DICOMweb errors come from requests/dicomweb-client
-                raise ClientError(NOT_FOUND, f"image {image!r} could not be fetched from the datastore: {err}") from None
-            if not uri or not os.path.exists(uri):
-                raise ClientError(NOT_FOUND, f"unknown image id {image!r}: it is not in the datastore")
-        return super().infer(dict(request, image_id=image), datastore)
+        if request.get("server_file"):
+            return super().infer(request, datastore)
+        if not isinstance(image, str) or not image:
+            raise ClientError(BAD_REQUEST, "name an image (?image=ID) or upload one")
+        return super().infer(dict(request, image=self._image_path(image, datastore or self.datastore()), image_id=image),
+                             datastore)
+
+    def _image_path(self, image: str, datastore: Datastore) -> str:
+        """The file of a datastore id, or ``image`` itself when it is a path in an allowed folder."""
+        unknown = f"unknown image id {image!r}: it is not in the datastore"
+        try:
+            uri = datastore.get_image_uri(image)
+        except (MONAILabelException, HTTPException, OSError, ValueError):
+            uri = None
+        except Exception as err:  # DICOMweb errors come from requests/dicomweb-client
+            log.warning("image %r could not be fetched from the datastore: %s", image, err)
+            raise ClientError(NOT_FOUND, f"image {image!r} could not be fetched from the datastore") from None
+        if uri and os.path.exists(uri):
+            return uri
+        if os.path.isabs(image) and self._allowed(Path(image)):
+            return image
+        raise ClientError(NOT_FOUND, unknown)  # the same answer whether or not such a file exists
+
+    def _allowed(self, path: Path) -> bool:
+        """Whether ``path`` (links resolved) exists inside the studies folder or an admin-listed one."""
+        resolved = path.resolve()
+        roots = [*self.settings.image_folders]
+        if not self.studies.startswith(("http://", "https://")):
+            roots.append(Path(self.studies).resolve())
+        return resolved.exists() and any(resolved.is_relative_to(root) for root in roots)

@@ -32,9 +32,12 @@ def test_bad_slice_specs(spec, message):
 def test_windows():
     assert parse_window("abdomen") == "abdomen" and parse_window("40,400") == (40.0, 400.0)
     assert parse_window([50, 350]) == (50.0, 350.0)
-    for bad in ("40,0", "a,b", [1, 2, 3]):
+    assert parse_window("Lung ") == "lung"
+    for bad in ("40,0", "a,b", [1, 2, 3], [float("nan"), float("nan")], "40,inf"):
         with pytest.raises(PredictionInputError, match="LEVEL,WIDTH"):
             parse_window(bad)
+    with pytest.raises(PredictionInputError, match="unknown window 'disco'; presets: abdomen"):
+        parse_window("disco")
 
 
 def test_answers_are_aligned_and_summarised_per_entity(tiny_shared, volume):

@@ -33,6 +33,18 @@ def test_bad_options_name_themselves(tmp_path, conf, message):
         AppSettings.from_conf(conf, tmp_path)
 
 
+def test_security_options_are_parsed_and_checked(tmp_path):
+    settings = AppSettings.from_conf({"enable": "logs, sessions", "max_upload_mb": "5",
+                                      "image_folders": f"{tmp_path}:{tmp_path}"}, tmp_path)
+    assert settings.enable == {"logs", "sessions"} and settings.max_upload_mb == 5
+    assert settings.image_folders == (tmp_path.resolve(),) * 2
+    assert AppSettings.from_conf({}, tmp_path).enable == frozenset()
+    with pytest.raises(SettingsError, match="unknown endpoint group"):
+        AppSettings.from_conf({"enable": "everything"}, tmp_path)
+    with pytest.raises(SettingsError, match="no such folder"):
+        AppSettings.from_conf({"image_folders": str(tmp_path / "missing")}, tmp_path)
+
+
 def test_the_launcher_refuses_bad_options_and_folders_in_one_line(tmp_path, capsys):
     assert serve(["--studies", str(tmp_path), "--conf", "precision", "fp8"]) == 2
     assert serve(["--studies", str(tmp_path / "missing")]) == 2

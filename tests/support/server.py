@@ -1,4 +1,5 @@
-"""A real MONAI Label server with the MediSee app, as a subprocess on a free loopback port."""
+"""A real MONAI Label server with the MediSee app, started as ``scripts/run.sh`` starts it
+(``monailabel_app.serve``: MONAI Label behind the MediSee gateway), on a free loopback port."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "monailabel_app"
+from monailabel_app.serve import APP_DIR
+
 
 
 def free_port() -> int:
@@ -38,14 +39,18 @@ class Server:
 
 @contextmanager
 def monailabel_server(studies: str | Path, work: Path, conf: dict[str, str] | None = None,
-                      env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[Server]:
+                      env: dict[str, str] | None = None, timeout: float = 120, gateway: bool = True) -> Iterator[Server]:
     """Start the server, wait until ``/info/`` answers, stop it (SIGINT, then SIGKILL) on exit.
-    ``conf`` defaults keep retrained models under ``work``."""
+    ``conf`` defaults keep retrained models under ``work``. ``gateway=False`` starts MONAI
+    Label's launcher alone, without the MediSee gateway and endpoints (a benchmark baseline)."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     options = {"models_dir": str(work / "models")} | (conf or {})
-    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies", str(studies),
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "monailabel_app.serve", "--studies", str(studies), "--host", "127.0.0.1",
+               "--port", str(port)]
+    if not gateway:
+        command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies",
+                   str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for key, value in options.items():
         command += ["--conf", key, value]
     log = work / f"server-{port}.log"
@@ -95,5 +100,6 @@ PLUMBING_CONF = {"threshold": "0.0", "mode": "fast"}
 def server_on_copy(template: Path, work: Path) -> Iterator[Server]:
     """A server with ``PLUMBING_CONF`` over a copy of ``template/studies`` (tests write labels into it)."""
     shutil.copytree(template / "studies", work / "studies")
-    with monailabel_server(work / "studies", work, conf=PLUMBING_CONF) as running:
+    # the template's DICOM series are read by server-side path
+    with monailabel_server(work / "studies", work, conf=PLUMBING_CONF | {"image_folders": str(template)}) as running:
         yield running

@@ -15,8 +15,10 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from medisee.imaging import ImageReadError, read_image
+from medisee.predictor import PredictionInputError
 from medisee.uncertainty import image_uncertainty
 
+from ..errors import UNPROCESSABLE, ClientError
 from ..served_model import ServedModel
 
 log = logging.getLogger("medisee.server.activelearning")
@@ -34,7 +36,10 @@ class MediSeeUncertainty(Strategy):
         unlabelled = datastore.get_unlabeled_images(label_tag=DefaultLabelTag.FINAL.value)
         if not unlabelled:
             return {}
-        query = str(request.get("query") or DEFAULT_QUERY)
+        query = request.get("query") or DEFAULT_QUERY
+        if not isinstance(query, str) or len(query) > self.served.settings.max_query_chars:
+            raise ClientError(UNPROCESSABLE, f"query must be a question of at most "
+                              f"{self.served.settings.max_query_chars} characters")
         candidates = sorted(unlabelled)
         if len(candidates) > MAX_CANDIDATES:
             candidates = random.Random(len(candidates)).sample(candidates, MAX_CANDIDATES)
@@ -47,10 +52,10 @@ class MediSeeUncertainty(Strategy):
                 if key not in self.scores:
                     try:
                         image = read_image(datastore.get_image_uri(image_id))
-                    except ImageReadError as err:
+                        self.scores[key] = image_uncertainty(predictor, image, query).value
+                    except (ImageReadError, PredictionInputError, ValueError) as err:  # one bad study skips itself
                         log.warning("not scoring %s: %s", image_id, err)
                         continue
-                    self.scores[key] = image_uncertainty(predictor, image, query).value
                 scored[image_id] = self.scores[key]
         if not scored:
             return {}

@@ -69,8 +69,10 @@ class MediSeeInfer(InferTask):
             with client_errors():
                 study = ask_study(predictor, image, question, progress=_log_progress)
             model_name = self.served.name
-        output = tempfile.NamedTemporaryFile(prefix="medisee-labels-", suffix=".nii.gz", delete=False).name
-        write_mask(study.labels, image, output)
+        scratch = self.served.settings.scratch_dir
+        scratch.mkdir(parents=True, exist_ok=True)
+        output = tempfile.NamedTemporaryFile(prefix="labels-", suffix=".nii.gz", dir=scratch, delete=False).name
+        write_mask(study.labels, image, output)  # MONAI Label removes it once the answer is sent
         result = study.summary() | {
             "query": question.query, "mode": question.mode, "model": model_name,
             "image_shape": list(image.shape), "spacing": list(image.spacing), "origin": list(image.origin),
@@ -88,7 +90,9 @@ def parse_question(request: dict, max_query_chars: int, default_mode: str) -> St
     query = request.get("query")
     if query is None:
         raise ClientError(UNPROCESSABLE, "the request has no 'query': send params {\"query\": \"your question\"}")
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str):
+        raise ClientError(UNPROCESSABLE, f"the query must be text (a question about the image), got {query!r}")
+    if not query.strip():
         raise ClientError(UNPROCESSABLE, "the query is empty: type a question about the image")
     if len(query.strip()) > max_query_chars:
         raise ClientError(PAYLOAD_TOO_LARGE, f"the query is {len(query.strip())} characters long; the limit is {max_query_chars}")
