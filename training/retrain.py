@@ -7,13 +7,19 @@
    ``heldout_fraction`` of them, at least one, never all). With a single study a
    deterministic subset of its labelled slices is held out instead; neighbouring slices
    look alike, so that estimate is optimistic, and the report says so;
-3. the base model is evaluated on the held-out records (``training.evaluate``, fast mode);
+3. the base model is evaluated on the held-out records and on the reference studies
+   (``training.reference``: phantoms whose truth nobody corrected), in the mode the model
+   will be served in (``training.evaluate``; ``full`` by default);
 4. ``training.train.run`` trains from ``checkpoint:<base_model>`` in the paper's end-to-end
    phase (LoRA on the language model; mask decoder, routers, projections and box decoder
    trained; encoders frozen) with a small learning rate, into ``work_dir/run``;
-5. the new model (``work_dir/run/model``) is evaluated on the same records, and
-   **accepted when its held-out gIoU is at least the base model's** (ties accept: a round
-   that changes nothing measurable does no harm and keeps the corrections' influence).
+5. the new model (``work_dir/run/model``) is evaluated on the same records and **accepted
+   only when** (``judge``): at least ``min_targets`` targets were evaluated, it finds
+   something, its held-out gIoU is at least the base model's (ties accept: a round that
+   changes nothing measurable does no harm and keeps the corrections' influence), and its
+   reference gIoU fell by no more than ``REFERENCE_TOLERANCE``. Held-out corrections share
+   the corrections' mistakes (swapped left and right kidneys look right there); the
+   reference studies do not.
 
 Held-out multi-target records (a question grounding several entities on one slice) are
 neither trained on nor evaluated: the evaluation scores one entity per question. The
@@ -39,10 +45,16 @@ from medisee.data.corrections import Correction, correction_records, study_name
 from medisee.data.mlmr import write_mlmr_jsonl
 from medisee.data.records import Record
 
+from .reference import REFERENCE_SEEDS, reference_corrections
+
 log = logging.getLogger("medisee.retrain")
 
 HEADLINE = "giou"
-RULE = "accepted when the retrained model's held-out gIoU >= the base model's (ties accept)"
+MIN_TARGETS = 8  # present targets (held-out and reference) below which no model can be judged
+REFERENCE_TOLERANCE = 0.02  # gIoU a retrained model may lose on the reference studies
+RULE = (f"accepted when, in the served mode, the retrained model's held-out gIoU >= the base model's (ties accept), "
+        f"its reference gIoU is at most {REFERENCE_TOLERANCE} lower, it finds something, and at least {MIN_TARGETS} "
+        "targets were evaluated")
 HEADLINE_KEYS = ("giou", "ciou", "dice", "box_iou", "box_acc", "absence_rate", "count", "absent_count", "queries")
 Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: data, before, train, after
 
@@ -53,6 +65,10 @@ class RetrainReport:
     rule: str
     before: dict  # the base model on the held-out records: HEADLINE_KEYS + records
     after: dict  # the retrained model on the same records
+    reference_before: dict  # the base model on the reference studies
+    reference_after: dict
+    reasons: list[str]  # why the model was rejected (empty when accepted)
+    mode: str  # the inference mode both models were evaluated in
     base_model: Path
     new_model_dir: Path  # the retrained checkpoint (work_dir/run/model)
     n_train: int  # training records (samples)
@@ -73,6 +89,26 @@ def should_accept(before: float, after: float) -> bool:
     """The acceptance rule: the new model must be no worse on the headline metric (ties accept;
     NaN never does)."""
     return after >= before
+
+
+def judge(before: dict, after: dict, reference_before: dict, reference_after: dict,
+          min_targets: int = MIN_TARGETS) -> list[str]:
+    """Why the retrained model may not be served (empty: it may); see the module docstring."""
+    reasons = []
+    targets = (before.get("count") or 0) + (reference_before.get("count") or 0)
+    if targets < min_targets:
+        reasons.append(f"only {targets} targets were evaluated; at least {min_targets} are needed to judge a model")
+    found = [numbers.get(HEADLINE) or 0.0 for numbers in (after, reference_after) if numbers.get("count")]
+    if not any(value > 0 for value in found):
+        reasons.append("the retrained model finds nothing on the held-out and reference studies")
+    if before.get("count") and not should_accept(before[HEADLINE] or 0.0, after[HEADLINE] or 0.0):
+        reasons.append(f"held-out gIoU fell from {_fmt(before[HEADLINE])} to {_fmt(after[HEADLINE])}")
+    if reference_before.get("count"):
+        fell = (reference_before[HEADLINE] or 0.0) - (reference_after[HEADLINE] or 0.0)
+        if not fell <= REFERENCE_TOLERANCE:
+            reasons.append(f"reference gIoU fell from {_fmt(reference_before[HEADLINE])} to "
+                           f"{_fmt(reference_after[HEADLINE])} (more than {REFERENCE_TOLERANCE})")
+    return reasons
 
 
 def headline(metrics: dict) -> dict:
@@ -106,7 +142,8 @@ def split_records(records: list[Record], heldout_fraction: float, seed: int) -> 
             [r for r in records if r.extra["slice"] in heldout], "slice", [])
 
 
-def _evaluate(model_dir: Path, records: list[Record], out_dir: Path, phase: str, progress: Progress | None) -> dict:
+def _evaluate(model_dir: Path, records: list[Record], out_dir: Path, phase: str, mode: str,
+              progress: Progress | None) -> dict:
     from medisee.predictor import Predictor
     from medisee.weights import load_checkpoint
 
@@ -116,10 +153,12 @@ def _evaluate(model_dir: Path, records: list[Record], out_dir: Path, phase: str,
         if progress is not None:
             progress(phase, done, total)
 
-    metrics = evaluate(Predictor(load_checkpoint(model_dir)), records, out_dir, mode="fast", progress=report)
+    if not records:
+        return {key: None for key in HEADLINE_KEYS} | {"records": 0}
+    metrics = evaluate(Predictor(load_checkpoint(model_dir)), records, out_dir, mode=mode, progress=report)
     numbers = headline(metrics)
-    log.info("%s: gIoU %s on %d held-out records (%d present queries)", phase, _fmt(numbers["giou"]),
-             len(records), numbers["count"] or 0)
+    log.info("%s: gIoU %s on %d records (%d present queries, %s mode)", phase, _fmt(numbers["giou"]),
+             len(records), numbers["count"] or 0, mode)
     return numbers
 
 
@@ -179,16 +218,23 @@ def retrain(
     seed: int = 0,
     progress: Progress | None = None,
     max_slices_per_study: int = 16,
+    mode: str = "full",
+    reference_seeds: tuple[int, ...] = REFERENCE_SEEDS,
+    min_targets: int = MIN_TARGETS,
 ) -> RetrainReport:
     """Train ``base_model`` (a MediSee checkpoint folder) on ``corrections`` and compare it with
-    the base on held-out records (see the module docstring). ``work_dir`` must be new or empty.
-    ``progress(phase, done, total)`` follows data building, both evaluations and training."""
+    the base on held-out records and the reference phantoms ``reference_seeds``
+    (``training.reference``; none: held-out records alone), in ``mode`` (see the module
+    docstring). ``work_dir`` must be new or empty. ``progress(phase, done, total)`` follows
+    data building, the evaluations and training."""
     started = time.perf_counter()
     base_model, work_dir = Path(base_model).resolve(), Path(work_dir).resolve()
     if not corrections:
         raise ValueError("no corrections to retrain on: submit at least one corrected label")
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"steps and batch_size must be at least 1 and lr positive, got {steps}, {batch_size}, {lr}")
+    if mode not in ("full", "fast"):
+        raise ValueError(f"unknown mode {mode!r}: choose full or fast")
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be between 0 and 1, got {heldout_fraction}")
     if not (base_model / "config.json").is_file():
@@ -223,21 +269,33 @@ def retrain(
     log.info("%d training and %d held-out records (held out by %s%s)", len(train), len(heldout), heldout_by,
              f": {', '.join(heldout_studies)}" if heldout_studies else "")
 
-    before = _evaluate(base_model, heldout, work_dir / "eval-before", "before", progress)
+    reference = reference_corrections(work_dir / "reference" / "studies", reference_seeds)
+    checks = [r for i, c in enumerate(reference)
+              for r in correction_records(c, work_dir / "reference" / f"study-{i}", study=f"reference-{i}", seed=seed,
+                                          max_slices=4, absent_slices=0) if _evaluable(r)]
+    write_mlmr_jsonl(checks, work_dir / "reference" / "reference.jsonl")
+
+    before = _evaluate(base_model, heldout, work_dir / "eval-before", "before", mode, progress)
+    reference_before = _evaluate(base_model, checks, work_dir / "eval-reference-before", "reference before", mode,
+                                 progress)
     log.info("training %d steps (batch %d, lr %g) from %s", steps, batch_size, lr, base_model)
     new_model = _train(base_model, data_dir / "train.jsonl", work_dir / "run", steps, batch_size, lr, seed, progress)
-    after = _evaluate(new_model, heldout, work_dir / "eval-after", "after", progress)
+    after = _evaluate(new_model, heldout, work_dir / "eval-after", "after", mode, progress)
+    reference_after = _evaluate(new_model, checks, work_dir / "eval-reference-after", "reference after", mode, progress)
 
-    accepted = should_accept(before[HEADLINE] or 0.0, after[HEADLINE] or 0.0)
+    reasons = judge(before, after, reference_before, reference_after, min_targets)
+    accepted = not reasons
     report = RetrainReport(
-        accepted=accepted, rule=RULE, before=before, after=after, base_model=base_model, new_model_dir=new_model,
+        accepted=accepted, rule=RULE, before=before, after=after, reference_before=reference_before,
+        reference_after=reference_after, reasons=reasons, mode=mode, base_model=base_model, new_model_dir=new_model,
         n_train=len(train), n_heldout=len(heldout), heldout_by=heldout_by, train_studies=train_studies,
         heldout_studies=heldout_studies, steps=steps, seconds=round(time.perf_counter() - started, 2),
         work_dir=work_dir, notes=notes,
     )
     write_json(work_dir / "report.json", report.to_dict())
-    log.info("held-out gIoU %s -> %s: %s (%.0f s)", _fmt(before[HEADLINE]), _fmt(after[HEADLINE]),
-             "accepted" if accepted else "rejected", report.seconds)
+    log.info("held-out gIoU %s -> %s, reference %s -> %s: %s (%.0f s)", _fmt(before[HEADLINE]), _fmt(after[HEADLINE]),
+             _fmt(reference_before[HEADLINE]), _fmt(reference_after[HEADLINE]),
+             "accepted" if accepted else "rejected: " + "; ".join(reasons), report.seconds)
     return report
 
 
@@ -266,6 +324,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--heldout-fraction", type=float, default=0.25,
                         help="share of studies held out, or of labelled slices with one study (default 0.25)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", default="full", choices=["full", "fast"],
+                        help="inference mode of both evaluations: the mode the model will be served in (default full)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="judge on the held-out corrections alone, without the reference phantoms")
     return parser
 
 
@@ -292,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                        for image, label in zip(args.image, args.label)]
         model = default_model_dir() if args.model == DEFAULT else Path(args.model)
         report = retrain(model, corrections, Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         heldout_fraction=args.heldout_fraction, seed=args.seed)
+                         heldout_fraction=args.heldout_fraction, seed=args.seed, mode=args.mode,
+                         reference_seeds=() if args.no_reference else REFERENCE_SEEDS)
     except (ValueError, OSError) as err:  # DataError, ImageReadError and WeightsError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from medisee.model.frozen_encoder_cache import FrozenEncoderCache
 from medisee.model.trainable import MASK_DECODER, configure_trainable, count_parameters, freeze, train_only
 
 from . import checkpoints
+from .build_locks import clear_stale_build_locks
 from .config import TrainConfig, load_config, to_dict
 
 log = logging.getLogger("medisee.train")
@@ -203,6 +204,7 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     from medisee.data.mixing import MixedSampler
     from medisee.weights import save_checkpoint
 
+    clear_stale_build_locks()  # DeepSpeed builds its communication extension here
     deepspeed.init_distributed(dist_backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0

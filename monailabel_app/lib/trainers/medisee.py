@@ -2,8 +2,9 @@
 
 Each final label in the datastore, with the query and label names it was submitted with,
 becomes training samples (``medisee.data.corrections``); ``training.retrain`` trains from the
-served checkpoint with DeepSpeed, evaluates before and after on held-out studies, and the
-new checkpoint is served only when it is no worse. MONAI Label runs this in its own
+served checkpoint with DeepSpeed, evaluates before and after, in the mode the server serves,
+on held-out studies and on reference phantoms, and the new checkpoint is served only when
+it is no worse (``training.retrain.judge``). MONAI Label runs this in its own
 process; the report lands in ``<models_dir>/last_retrain.json`` and in ``/info/``'s
 ``train_stats``."""
 
@@ -21,6 +22,7 @@ from medisee.atomic import write_json
 from medisee.data.corrections import Correction
 
 from ..served_model import ServedModel
+from .process import end_with_parent, exclusive_training, in_training_process
 
 log = logging.getLogger("medisee.server.train")
 REPORT = "last_retrain.json"
@@ -41,24 +43,31 @@ class MediSeeTrainer(TrainTask):
             return {}
 
     def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
-        tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
-        steps = int(request.get("steps") or self.served.settings.retrain_steps)
-        corrections = collect_corrections(datastore, tag)
-        if not corrections:
-            raise ValueError(f"no '{tag}' labels with label_names in the datastore: submit corrected labels first")
-        from training.retrain import retrain  # DeepSpeed is imported only by the process that trains
+        """Runs in MONAI Label's training process: one at a time per models folder, ended
+        with the server that started it, judged in the mode the server serves."""
+        settings = self.served.settings
+        if in_training_process():
+            end_with_parent()
+        with exclusive_training(settings.models_dir):
+            tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
+            steps = int(request.get("steps") or settings.retrain_steps)
+            corrections = collect_corrections(datastore, tag)
+            if not corrections:
+                raise ValueError(f"no '{tag}' labels with label_names in the datastore: submit corrected labels first")
+            from training.retrain import retrain  # DeepSpeed is imported only by the process that trains
 
-        base = self.served.current_dir()
-        work_dir = self.served.settings.models_dir / "retrain" / time.strftime("%Y%m%d-%H%M%S")
-        log.info("retraining %s on %d corrected studies, %d steps, in %s", base, len(corrections), steps, work_dir)
-        report = retrain(base, corrections, work_dir, steps=steps)
-        result = report.to_dict() | {"base_model": str(base), "served": str(base)}
-        if report.accepted:
-            result["served"] = str(self.served.swap(report.new_model_dir, report.to_dict()))
-        else:
-            log.info("kept %s: the retrained model was worse on the held-out set", base)
-        write_json(self.served.settings.models_dir / REPORT, result)
-        return result
+            base = self.served.current_dir()
+            work_dir = settings.models_dir / "retrain" / time.strftime("%Y%m%d-%H%M%S")
+            log.info("retraining %s on %d corrected studies, %d steps, judged in %s mode, in %s", base,
+                     len(corrections), steps, settings.mode, work_dir)
+            report = retrain(base, corrections, work_dir, steps=steps, mode=settings.mode)
+            result = report.to_dict() | {"base_model": str(base), "served": str(base)}
+            if report.accepted:
+                result["served"] = str(self.served.swap(report.new_model_dir, report.to_dict()))
+            else:
+                log.info("kept %s: %s", base, "; ".join(report.reasons))
+            write_json(settings.models_dir / REPORT, result)
+            return result
 
 
 def collect_corrections(datastore: Datastore, tag: str) -> list[Correction]:
