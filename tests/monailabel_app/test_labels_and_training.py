@@ -57,8 +57,8 @@ def test_a_retraining_round_reports_before_and_after_and_serves_only_a_no_worse_
         assert status["status"] == "DONE", json.dumps(status, indent=1)[-3000:]
 
         report = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["medisee"]
-        assert {"before", "after", "accepted"} <= set(report)
-        assert report["accepted"] == (report["after"]["giou"] >= report["before"]["giou"])
+        assert {"before", "after", "reference_before", "reference_after", "accepted", "reasons"} <= set(report)
+        assert report["mode"] == "fast" and report["accepted"] == (report["reasons"] == [])
         pointer = tmp_path / "work" / "models" / "served.json"
         assert pointer.exists() == report["accepted"]
         result = client.infer("medisee", "ct-a", {"query": "Where is the liver?"})[1]
