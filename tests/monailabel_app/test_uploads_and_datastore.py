@@ -53,3 +53,17 @@ def test_half_written_datastore_files_are_removed_at_start(tmp_path):
     leftover.write_bytes(b"")
     MediSeeDatastore(str(tmp_path), extensions=("*.nii.gz",), auto_reload=False)
     assert not leftover.exists() and (tmp_path / "ct-a.nii.gz").exists()
+
+
+def test_deletes_take_plain_ids_only(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 16, 16), np.int16)), str(tmp_path / "ct-a.nii.gz"))
+    datastore = MediSeeDatastore(str(tmp_path), extensions=("*.nii.gz",), auto_reload=False)
+    for call in (lambda: datastore.remove_image("../../etc"), lambda: datastore.remove_label("ct-a", "../final")):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.status_code == 400
+    with pytest.raises(ClientError) as missing:
+        datastore.remove_label("ct-a", "final")
+    assert missing.value.status_code == 404
+    datastore.remove_image("ct-a")
+    assert not (tmp_path / "ct-a.nii.gz").exists() and "ct-a" not in datastore.list_images()
