@@ -242,7 +242,7 @@ class MediSeeConfig:
     visual_tags: bool = False
     # The box reported for an entity: "decoder" (the box decoder, as the paper) or "mask"
     # (the tight box of the entity's mask, which the decoder's box prompted). Ours: chosen
-    # on validation data by ``training.calibrate`` (the one with the higher Acc@0.5).
+    # on validation data by ``medisee.evaluation.calibrate`` (the one with the higher Acc@0.5).
     box_source: str = "decoder"
     # Ours, needs ``patch_classes``: each entity's score is multiplied by the patch head's
     # belief that the structure the model means is on the slice (``medisee.presence``).

@@ -23,7 +23,7 @@
    catalogue, typed-text noise). Stage 5c, requests: the language model learns to read its
    query tags; the mask and patch heads stay frozen.
 7. The score threshold and box source of stages 4 and 5c are chosen on the validation split
-   (``training.calibrate``: the lowest threshold at which 85% of its absent targets get no
+   (``medisee.evaluation.calibrate``: the lowest threshold at which 85% of its absent targets get no
    entity; the box decoder's boxes or the masks' tight boxes, whichever hits more).
 8. ``medisee evaluate`` (and ``--mimo``) on the held-out test split, for stage 4 (the
    single-entity baseline) and stage 5c, and with ``--human-queries FILE`` the people's
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from . import model_card
-from .calibrate import calibrate
+from medisee.evaluation.calibrate import calibrate
 from .checkpoints import read_state
 from .config import TrainConfig, load_config
 from .train import run
@@ -153,7 +153,7 @@ def evaluate_test_split(model_dir: Path, data: Path, out: Path) -> dict:
     from medisee.predictor import Predictor
     from medisee.weights import load_checkpoint
 
-    from .evaluate import evaluate
+    from medisee.evaluation.evaluate import evaluate
 
     metrics = evaluate(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), out)
     log.info("test split: %s", json.dumps(metrics.get("overall", {})))
@@ -165,7 +165,7 @@ def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspe
     from medisee.predictor import Predictor
     from medisee.weights import load_checkpoint
 
-    from .evaluate_mimo import evaluate_mimo, mimo_instructions
+    from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
 
     chosen = mimo_instructions(read_mlmr_jsonl(data), limit_per_perspective=limit_per_perspective)
     metrics = evaluate_mimo(Predictor(load_checkpoint(model_dir)), chosen, out)
@@ -174,12 +174,12 @@ def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspe
 
 
 def evaluate_human_split(model_dir: Path, data: Path, questions: Path, out: Path, mode: str) -> dict:
-    """The test split asked with the people's questions (``training.evaluate_human``)."""
+    """The test split asked with the people's questions (``medisee.evaluation.evaluate_human``)."""
     from medisee.data.mlmr import read_mlmr_jsonl
     from medisee.predictor import Predictor
     from medisee.weights import load_checkpoint
 
-    from .evaluate_human import evaluate_human, read_human_queries
+    from medisee.evaluation.evaluate_human import evaluate_human, read_human_queries
 
     metrics = evaluate_human(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), read_human_queries(questions),
                              out, mode=mode)

@@ -9,7 +9,7 @@
    look alike, so that estimate is optimistic, and the report says so;
 3. the base model is evaluated on the held-out records and on the reference studies
    (``training.reference``: phantoms whose truth nobody corrected), in the mode the model
-   will be served in (``training.evaluate``; ``full`` by default);
+   will be served in (``medisee.evaluation.evaluate``; ``full`` by default);
 4. ``training.train.run`` trains from ``checkpoint:<base_model>`` in the paper's end-to-end
    phase (LoRA on the language model; mask decoder, routers, projections and box decoder
    trained; encoders frozen) with a small learning rate, into ``work_dir/run``;
@@ -112,13 +112,13 @@ def judge(before: dict, after: dict, reference_before: dict, reference_after: di
 
 
 def headline(metrics: dict) -> dict:
-    """The numbers the decision and the report need, from ``training.evaluate``'s metrics."""
+    """The numbers the decision and the report need, from ``medisee.evaluation.evaluate``'s metrics."""
     overall = metrics["overall"]
     return {**{key: overall.get(key) for key in HEADLINE_KEYS}, "records": metrics["records"]}
 
 
 def _evaluable(record: Record) -> bool:
-    """``training.evaluate`` scores one entity per question: multi-target records are left out."""
+    """``medisee.evaluation.evaluate`` scores one entity per question: multi-target records are left out."""
     return "targets" not in record.extra
 
 
@@ -147,7 +147,7 @@ def _evaluate(model_dir: Path, records: list[Record], out_dir: Path, phase: str,
     from medisee.predictor import Predictor
     from medisee.weights import load_checkpoint
 
-    from .evaluate import evaluate
+    from medisee.evaluation.evaluate import evaluate
 
     def report(done: int, total: int) -> None:
         if progress is not None:

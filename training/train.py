@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -332,7 +333,7 @@ def _evaluate(bundle: MediSee, config: TrainConfig, name: str) -> dict:
     from medisee.data.mlmr import read_mlmr_jsonl
     from medisee.predictor import Predictor
 
-    from .evaluate import evaluate
+    from medisee.evaluation.evaluate import evaluate
 
     bundle.model.eval()
     records = read_mlmr_jsonl(config.val)[: config.val_limit] if config.val_limit else read_mlmr_jsonl(config.val)
@@ -345,12 +346,20 @@ def _evaluate(bundle: MediSee, config: TrainConfig, name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="training.train", description=__doc__)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, help="training config file (YAML, see training/configs/)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
-    result = run(load_config(args.config))
-    log.info("done: %d steps, model in %s", result.step, result.model_dir)
+    try:
+        config = load_config(args.config)
+    except (ValueError, OSError) as err:
+        print(f"training.train: error: {err}", file=sys.stderr)
+        return 2
+    result = run(config, show_progress=not args.no_progress)
+    print(f"trained {result.step} steps; model in {result.model_dir}")
+    if result.metrics:
+        print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float)))
     return 0
 
 

@@ -1,5 +1,5 @@
 """``medisee calibrate --model DIR --data val.jsonl``: choose the model's score threshold and
-box source on validation data (code in ``training/calibrate.py``)."""
+box source on validation data (code in ``medisee/evaluation/calibrate.py``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.calibrate import calibrate
+    from medisee.evaluation.calibrate import calibrate
 
     if not 0 < args.absent_goal <= 1:
         raise ValueError(f"--absent-goal must be in (0, 1], got {args.absent_goal}")

@@ -1,6 +1,6 @@
 """``medisee evaluate``: segmentation and detection metrics of a model on an MLMR-SD jsonl file.
 
-Runs every record's short and long query once (code in ``training/evaluate.py``), prints
+Runs every record's short and long query once (code in ``medisee/evaluation/evaluate.py``), prints
 a table like the paper's Tables 1-2 and writes ``metrics.json``, ``per_sample.jsonl`` and
 ``worst_cases.png`` into the output folder."""
 
@@ -57,8 +57,8 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate
-    from training.evaluate_human import evaluate_human, read_human_queries
+    from medisee.evaluation.evaluate import evaluate
+    from medisee.evaluation.evaluate_human import evaluate_human, read_human_queries
 
     from ..models import load_model
     from ..predictor import Predictor
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mask_quality vs IoU (Spearman, present targets with a mask): {metrics['mask_quality_iou_spearman']:.3f}")
     print(f"metrics in {out / 'metrics.json'}")
     if args.mimo:
-        from training.evaluate_mimo import evaluate_mimo, mimo_instructions
+        from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
 
         chosen = mimo_instructions(records, limit_per_perspective=args.mimo_limit)
         if not chosen:

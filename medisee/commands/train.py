@@ -1,8 +1,12 @@
-"""``medisee train --config FILE``: run a training configuration (code in ``training/``)."""
+"""``medisee train --config FILE``: run a training configuration with the training program
+(``python -m training.train``, which this process becomes: the model library does not import
+the training code that sits above it)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def register(commands) -> None:
@@ -18,11 +22,5 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.train import run as train
-
-    result = train(load_config(args.config), show_progress=not args.no_progress)
-    print(f"trained {result.step} steps; model in {result.model_dir}")
-    if result.metrics:
-        print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float)))
-    return 0
+    command = [sys.executable, "-m", "training.train", "--config", args.config]
+    os.execv(sys.executable, command + (["--no-progress"] if args.no_progress else []))

@@ -1,4 +1,4 @@
-"""``training.evaluate_human``: the test records asked questions people wrote, counted exactly
+"""``medisee.evaluation.evaluate_human``: the test records asked questions people wrote, counted exactly
 with a scripted predictor; the question file is checked; the exam never reaches training."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PIL import Image
 
 from medisee.data.records import Record
 from medisee.predictor import Entity, Prediction
-from training.evaluate_human import HumanQueriesError, answer_agrees, evaluate_human, read_human_queries
+from medisee.evaluation.evaluate_human import HumanQueriesError, answer_agrees, evaluate_human, read_human_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 32, 32
@@ -138,7 +138,7 @@ def test_the_exam_is_never_read_by_training_template_or_tokenizer_code():
                ROOT / "medisee" / "tokenizer.py", ROOT / "medisee" / "assets" / "tokenizer_corpus.txt",
                *ROOT.joinpath("training", "configs").glob("*.yaml")]
     # the evaluation reads it; the build passes a path it is given on to the evaluation; the card names it
-    allowed = {ROOT / "training" / "evaluate_human.py", ROOT / "training" / "build_default.py",
+    allowed = {ROOT / "medisee" / "evaluation" / "evaluate_human.py", ROOT / "training" / "build_default.py",
                ROOT / "training" / "model_card.py"}
     offenders = [p.name for p in readers if "shared/queries" in p.read_text(encoding="utf-8")
                  or (p not in allowed and "human-queries" in p.read_text(encoding="utf-8"))]

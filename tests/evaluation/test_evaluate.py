@@ -1,4 +1,4 @@
-"""``training.evaluate``: exact metrics end to end with a scripted predictor, and a run with
+"""``medisee.evaluation.evaluate``: exact metrics end to end with a scripted predictor, and a run with
 the real tiny predictor (files, cache use, progress)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from PIL import Image
 from medisee.commands import evaluate as evaluate_command
 from medisee.data.records import DataError, Record
 from medisee.predictor import Entity, Prediction, Predictor
-from training.evaluate import evaluate, quality_iou_correlation
-from training.report import CAPTION_HEIGHT, GAP, GRID_COLUMNS, HEADER_HEIGHT, TILE
+from medisee.evaluation.evaluate import evaluate, quality_iou_correlation
+from medisee.evaluation.report import CAPTION_HEIGHT, GAP, GRID_COLUMNS, HEADER_HEIGHT, TILE
 
 H, W = 48, 64
 

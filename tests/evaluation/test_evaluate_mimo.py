@@ -1,4 +1,4 @@
-"""``training.evaluate_mimo``: the MIMOSeg perspectives built from MLMR records, answered by a
+"""``medisee.evaluation.evaluate_mimo``: the MIMOSeg perspectives built from MLMR records, answered by a
 scripted predictor whose exact metrics are known, and the command's ``--mimo`` table."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 from medisee.data.loader import load_image, load_mask
 from medisee.data.records import Record
 from medisee.predictor import Entity, Prediction
-from training.evaluate_mimo import evaluate_mimo, mimo_instructions
+from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
 
 H, W = 48, 64
 MASKS = {"liver": (8, 30, 4, 30), "spleen": (10, 26, 40, 58)}  # y0, y1, x0, x1

@@ -1,4 +1,4 @@
-"""``training.calibrate``: the score threshold chosen on validation data, by hand-computed
+"""``medisee.evaluation.calibrate``: the score threshold chosen on validation data, by hand-computed
 cases and by a real run that rewrites a saved tiny model's config."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from medisee.config import preset
 from medisee.data.mlmr import write_mlmr_jsonl
 from medisee.predictor import Predictor
 from medisee.weights import load_checkpoint, save_checkpoint
-from training.calibrate import Measurements, calibrate, choose_box_source, choose_threshold, measure
+from medisee.evaluation.calibrate import Measurements, calibrate, choose_box_source, choose_threshold, measure
 
-from tests.training.test_evaluate import GT, write_record
+from tests.evaluation.test_evaluate import GT, write_record
 
 
 def test_the_lowest_threshold_that_meets_the_absent_goal_is_chosen():
