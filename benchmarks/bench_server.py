@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -56,8 +57,8 @@ def request(url: str, image: str, query: str, slices: str, mode: str) -> tuple[f
     return elapsed, response.json()
 
 
-def other_requests(url: str, small: Path, label: Path, rounds: int) -> dict[str, list[float]]:
-    """Seconds per ``/info/``, study upload and label save, ``rounds`` of each in turn."""
+def other_requests(url: str, small: Path, label: Path, rounds: int, prefix: str) -> dict[str, list[float]]:
+    """Seconds per ``/info/``, study upload (ids ``prefix-N``) and label save, ``rounds`` of each in turn."""
     times: dict[str, list[float]] = {"info": [], "upload": [], "label save": []}
     names = json.dumps({"label_names": {"1": "liver"}})
     for number in range(rounds):
@@ -66,12 +67,12 @@ def other_requests(url: str, small: Path, label: Path, rounds: int) -> dict[str,
         times["info"].append(time.perf_counter() - started)
         started = time.perf_counter()
         with open(small, "rb") as handle:
-            requests.put(f"{url}/datastore/image", params={"image": f"small-{number}"},
+            requests.put(f"{url}/datastore/image", params={"image": f"{prefix}-{number}"},
                          files={"file": (small.name, handle)}, timeout=300).raise_for_status()
         times["upload"].append(time.perf_counter() - started)
         started = time.perf_counter()
         with open(label, "rb") as handle:
-            requests.put(f"{url}/datastore/label", params={"image": f"small-{number}", "tag": "final"},
+            requests.put(f"{url}/datastore/label", params={"image": f"{prefix}-{number}", "tag": "final"},
                          data={"params": names}, files={"label": (label.name, handle)}, timeout=300).raise_for_status()
         times["label save"].append(time.perf_counter() - started)
     return times
@@ -86,13 +87,14 @@ def responsiveness(work: Path, studies: Path, weights: str, rounds: int) -> None
           "in full mode:")
     for gateway in (False, True):
         server_dir = work / ("gateway" if gateway else "monai-label")
-        with monailabel_server(studies, server_dir, conf={"weights": weights}, gateway=gateway) as server:
+        own_studies = shutil.copytree(studies, server_dir / "studies")  # each server uploads into its own
+        with monailabel_server(own_studies, server_dir, conf={"weights": weights}, gateway=gateway) as server:
             request(server.url, "ct-bench", "warm up", "0", "full")
-            idle = other_requests(server.url, small, label, rounds)
+            idle = other_requests(server.url, small, label, rounds, "idle")
             answer = threading.Thread(target=request, args=(server.url, "ct-bench", QUESTIONS[0], "all", "full"))
             answer.start()
             time.sleep(2.0)  # the volume is being answered
-            busy = other_requests(server.url, small, label, rounds) if answer.is_alive() else {}
+            busy = other_requests(server.url, small, label, rounds, "busy") if answer.is_alive() else {}
             answer.join()
         name = "MediSee gateway" if gateway else "MONAI Label's own endpoints"
         for what in idle:
