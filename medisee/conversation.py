@@ -112,9 +112,9 @@ class PromptEncoder:
 
 
 _GROUP = re.compile(r"<p>(.*?)</p>", re.DOTALL)
-# a tag or a stuttered piece of one ("<p>spleen</pleen</pleen</p>": the model repeats the
-# tag's characters inside a word); answers hold no other "<"
-_TAG_PIECE = re.compile(r"</?p[a-z]*>?")
+# a tag, a stuttered piece of one ("<p>spleen</pleen</pleen</p>": the model repeats the
+# tag's characters inside a word) or a stray bracket of one; answers hold no other "<" or ">"
+_TAG_PIECE = re.compile(r"</?p[a-z]*>?|[<>]")
 # template openings left empty once the candidate tokens are removed ("Sure, it is.")
 _OPENER = re.compile(r"^(?:sure,?\s*)?(?:it is|the segmentation and bounding box result is)?\s*[.,]\s*", re.IGNORECASE)
 
@@ -146,7 +146,16 @@ def parse_answer(answer: str, candidate_tokens: tuple[str, ...]) -> ParsedAnswer
     text = _TAG_PIECE.sub(" ", text)  # a stray tag between two words ("lung</p>left") parts them
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
     text = _OPENER.sub("", text).strip()
-    return ParsedAnswer(text=text, phrases=phrases)
+    return ParsedAnswer(text=said_once(text), phrases=phrases)
+
+
+def said_once(text: str) -> str:
+    """``text`` with each word or short phrase said twice back to back said once ("and they
+    and they" -> "and they"): greedy decoding refuses such repeats, but a candidate token or a
+    broken tag between the two copies hides them from it, and parsing removes those."""
+    while (found := REPEATED_WORD.search(text)) is not None:
+        text = text[: found.start()] + found.group("unit") + text[found.end():]
+    return text
 
 
 # a named group after a separator: said again ("aorta, aorta."), the text keeps the first

@@ -88,6 +88,12 @@ def test_a_structure_named_again_is_said_once():
     assert parsed.text == "aorta and heart." and parsed.phrases == ["aorta", "aorta", "heart"]
 
 
+def test_repeats_hidden_from_decoding_by_a_token_are_said_once():
+    assert parse_answer("It holds and they [SEG] and they hold.", TOKENS).text == "It holds and they hold."
+    assert parse_answer("The brain controls sensation and [SEG], and boxed here.", TOKENS).text == (
+        "The brain controls sensation and boxed here.")
+
+
 def test_a_name_written_then_tagged_reads_once():
     parsed = parse_answer("The right lung<p>right lung</p> [SEG] is large.", TOKENS)
     assert parsed.text == "The right lung is large." and parsed.phrases == ["right lung"]
