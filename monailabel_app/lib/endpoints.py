@@ -143,7 +143,7 @@ def start_training(model: str, params: dict | None = Body(None), enqueue: bool =
 @router.get("/train/")
 def training_status(all: bool = False, check_if_running: bool = False, user: User = Depends(RBAC(USER))):
     """MONAI Label's training status, its output lines without server paths or tracebacks."""
-    return _scrubbed(train.status(all, check_if_running))
+    return without_internals(train.status(all, check_if_running))
 
 
 if not monai_settings.MONAI_LABEL_AUTH_ENABLE:  # MONAI Label serves /auth/ only when auth is on
@@ -162,11 +162,11 @@ def _id_from_filename(filename: str | None) -> str:
     return name
 
 
-def _scrubbed(value: Any) -> Any:
+def without_internals(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _scrubbed(v) for k, v in value.items()}
+        return {k: without_internals(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrubbed(v) for v in value if not (isinstance(v, str) and _TRACE.match(v))]
+        return [without_internals(v) for v in value if not (isinstance(v, str) and _TRACE.match(v))]
     if isinstance(value, str):
         return _PATH.sub("<path>", value)
     return value

@@ -1,5 +1,6 @@
-"""Uploads in the scratch folder (``lib/uploads.py``) and the datastore's start-up sweep of
-half-written files (``lib/datastore.py``)."""
+"""Uploads in the scratch folder (``lib/uploads.py``), the datastore's start-up sweep of
+half-written files and its checked deletes (``lib/datastore.py``), training status without
+server internals (``lib/endpoints.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import SimpleITK as sitk
 from fastapi import UploadFile
 
 from monailabel_app.lib.datastore import MediSeeDatastore
+from monailabel_app.lib.endpoints import without_internals
 from monailabel_app.lib.errors import ClientError
 from monailabel_app.lib.uploads import file_suffix, json_object, saved_upload, sweep
 
@@ -67,3 +69,12 @@ def test_deletes_take_plain_ids_only(tmp_path):
     assert missing.value.status_code == 404
     datastore.remove_image("ct-a")
     assert not (tmp_path / "ct-a.nii.gz").exists() and "ct-a" not in datastore.list_images()
+
+
+def test_training_status_loses_server_paths_and_traceback_lines():
+    status = {"status": "ERROR", "details": ["[medisee] retraining /srv/medisee/models/x on 2 studies",
+                                             "Traceback (most recent call last):",
+                                             '  File "/work/app/lib/trainers/medisee.py", line 57, in __call__',
+                                             "ValueError: no 'final' labels"]}
+    assert without_internals(status) == {"status": "ERROR", "details": ["[medisee] retraining <path> on 2 studies",
+                                                                "ValueError: no 'final' labels"]}
