@@ -351,12 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
-    try:
-        config = load_config(args.config)
+    try:  # a config the code cannot train (unknown phase, missing parts, bad data) is one line
+        result = run(load_config(args.config), show_progress=not args.no_progress)
     except (ValueError, OSError) as err:
         print(f"training.train: error: {err}", file=sys.stderr)
         return 2
-    result = run(config, show_progress=not args.no_progress)
     print(f"trained {result.step} steps; model in {result.model_dir}")
     if result.metrics:
         print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float)))
