@@ -316,24 +316,25 @@ class Predictor:
         return (config.presence_gate and self.model.model.patch_head is not None) or config.query_gate
 
     def _gate_values(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs],
-                     query_weight: float = NAMED_IN_GROUP) -> torch.Tensor:
-        """(B, K): per row and patch class, the factor a group meaning that class gets: the
-        patch head's presence of the class on the slice (``presence_gate``) times how surely
-        the question asks for it (``query_gate``), raised to ``query_weight``
-        (``NAMED_IN_GROUP``, ``NAMED_IN_TEXT`` or ``UNNAMED``, which leaves the question out). Rows with a drawn box
-        or click ask about what it marks, not by name, and are not checked against the
-        question."""
+                     query_weights: Sequence[float] = (NAMED_IN_GROUP,)) -> list[torch.Tensor]:
+        """Per weight in ``query_weights``, (B, K): per row and patch class, the factor a group
+        meaning that class gets: the patch head's presence of the class on the slice
+        (``presence_gate``) times how surely the question asks for it (``query_gate``), raised
+        to the weight (``NAMED_IN_GROUP``, ``NAMED_IN_TEXT`` or ``UNNAMED``, which leaves the
+        question out); presence and the question are computed once for all weights. Rows with
+        a drawn box or click ask about what it marks, not by name, and are not checked against
+        the question."""
         from .presence import structure_presence
 
         model, config = self.model.model, self.model.config
         values = torch.ones(len(prompts), len(config.patch_classes), device=encoding.sam.device)
         if config.presence_gate and model.patch_head is not None:
             values = values * structure_presence(model.patch_probabilities(encoding)).float()
-        if config.query_gate and query_weight > 0:
-            asked = torch.tensor(list(self._asked_probabilities(query).values()), device=values.device)
-            named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
-            values = torch.where(named_only.unsqueeze(1), values * asked ** query_weight, values)
-        return values
+        if not config.query_gate or not any(weight > 0 for weight in query_weights):
+            return [values] * len(query_weights)
+        asked = torch.tensor(list(self._asked_probabilities(query).values()), device=values.device)
+        named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
+        return [torch.where(named_only.unsqueeze(1), values * asked ** weight, values) for weight in query_weights]
 
     def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
         """(B,): per row, the gate of the structure the model means (``_gate_values`` of an
@@ -347,7 +348,7 @@ class Predictor:
         embeds = self._embed(encoding, tokens, query, prompts)
         names = [bundle.prompts.answer_ids(ABSENT_OPENING.format(name=name)) for name in bundle.config.patch_classes]
         name_log_probs = model.mllm.continuation_log_probs(embeds, tokens.attention_mask, names)
-        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, query_weight=UNNAMED))
+        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, (UNNAMED,))[0])
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
@@ -407,8 +408,7 @@ class Predictor:
         from .presence import phrase_presence
 
         classes = self.model.config.patch_classes
-        by_phrase = self._gate_values(encoding, query, prompts)
-        by_text = self._gate_values(encoding, query, prompts, query_weight=NAMED_IN_TEXT)
+        by_phrase, by_text = self._gate_values(encoding, query, prompts, (NAMED_IN_GROUP, NAMED_IN_TEXT))
         factors = []
         for row, k in zip(rows.tolist(), occurrences(rows.tolist())):
             if k < len(phrases[row]) and phrases[row][k]:
