@@ -33,10 +33,11 @@ import torch
 
 from .conversation import answer_prefix, parse_answer, refuses_repeated_word
 from .data.knowledge import asks_for_both_sides, find_structure, paired_structures
-from .data.templates import absent_answer, grouped_answer
+from .data.templates import ABSENT_OPENING, absent_answer, grouped_answer
 from .metrics import mask_to_box
 from .model import ImageEncoding, MediSee
 from .model.box_head import cxcywh_to_xyxy
+from .presence import expected_presence, structure_presence
 
 MAX_QUERY_CHARS = 2000
 ASKED = 0.5  # query-head probability above which a query asks for a structure
@@ -64,6 +65,8 @@ class Entity:
     score: float  # probability of the grounding token
     mask_quality: float  # the mask decoder's own IoU estimate
     router_weights: dict[str, list[float]] = field(default_factory=dict)
+    # the group's candidate states (n, H): a volume answer segments the structure on other slices with them
+    state: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -206,6 +209,36 @@ class Predictor:
                 progress(min(start + len(chunk), len(images)), len(images))
         return results
 
+    def encode(self, images: Sequence[np.ndarray]) -> ImageEncoding:
+        """Both image encodings of 2D images, in batches (cached: a later ``predict_slices``
+        on the same pixels reuses them)."""
+        images = [validate_image(image) for image in images]
+        with torch.inference_mode():
+            parts = [self._encode(images[start : start + self.batch_size])
+                     for start in range(0, len(images), self.batch_size)]
+        return ImageEncoding.concat(parts)
+
+    def presence(self, encoding: ImageEncoding) -> torch.Tensor | None:
+        """(B, K) per slice, the patch head's presence of each patch class (``None`` without
+        a patch head or with the presence gate off)."""
+        model = self.model.model
+        if not self.model.config.presence_gate or model.patch_head is None:
+            return None
+        with torch.inference_mode():
+            return structure_presence(model.patch_probabilities(encoding)).float()
+
+    def segment_with_states(self, encoding: ImageEncoding, states: torch.Tensor) -> list[tuple[np.ndarray, float]]:
+        """Per row of ``encoding``, the mask (and the decoder's quality estimate) of the group
+        whose candidate states are ``states[row]`` (found on another slice of the volume):
+        the mask decoder reads this slice's encoding with those states and the box they predict."""
+        if len(states) == 0:
+            return []
+        model = self.model.model
+        with torch.inference_mode():
+            outputs = model.decode_candidate_states(states)
+            outputs = model.predict_masks(encoding, torch.arange(len(states), device=states.device), outputs)
+        return [((outputs.mask_logits[g] > 0).cpu().numpy(), float(outputs.mask_quality[g])) for g in range(len(states))]
+
     # -- steps ----------------------------------------------------------------------------
     def _encode(self, images: list[np.ndarray]) -> ImageEncoding:
         """Image encodings for a batch, computing only the slices not in the cache."""
@@ -253,8 +286,10 @@ class Predictor:
             unnamed = sorted({row for row in rows[scores >= self.score_threshold].tolist() if not any(phrases[row])})
             if unnamed:
                 meant = scores.new_zeros(len(prompts))
-                meant[unnamed] = self._meant_presence(encoding.select(unnamed), query, [prompts[r] for r in unnamed])
+                meant[unnamed], names = self._meant_presence(encoding.select(unnamed), query, [prompts[r] for r in unnamed])
                 factors = torch.where(_rows_in(rows, unnamed), meant[rows], factors.to(meant))
+                for row, name in zip(unnamed, names):  # the entity is named for it, not for the query
+                    phrases[row] = [name]
             scores = scores * factors
         return self._ground(encoding, rows, states, scores, [""] * len(prompts), phrases, query, prompts)
 
@@ -290,6 +325,14 @@ class Predictor:
                    else absent_answer(" and ".join(self._asked(query)), "None of them is found on this slice."))
             prediction.raw_answer, prediction.answer = raw, parse_answer(raw, candidates).text
         return predictions
+
+    def asked(self, query: str) -> list[str]:
+        """The structures the question asks for by name, as the query head reads it."""
+        return self._asked(query)
+
+    def asked_probabilities(self, query: str) -> dict[str, float]:
+        """Per patch class, how surely the question asks for it (empty without a query head)."""
+        return self._asked_probabilities(query)
 
     def _asked(self, query: str) -> list[str]:
         """The structures the query head says the query asks for (none without query tags),
@@ -336,19 +379,20 @@ class Predictor:
         named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
         return [torch.where(named_only.unsqueeze(1), values * asked ** weight, values) for weight in query_weights]
 
-    def _meant_presence(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> torch.Tensor:
+    def _meant_presence(self, encoding: ImageEncoding, query: str,
+                        prompts: list[PromptInputs]) -> tuple[torch.Tensor, list[str]]:
         """(B,): per row, the gate of the structure the model means (``_gate_values`` of an
-        unnamed group), weighed by how likely it names each patch class after the absent answer's opening
-        (``presence``); the question runs once, the K names as continuations of its cache."""
-        from .data.templates import ABSENT_OPENING
-        from .presence import expected_presence
-
+        unnamed group), weighed by how likely it names each patch class after the absent
+        answer's opening (``presence``); and that structure's name (the likeliest name times
+        its presence). The question runs once, the K names as continuations of its cache."""
         bundle, model = self.model, self.model.model
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left")
         embeds = self._embed(encoding, tokens, query, prompts)
         names = [bundle.prompts.answer_ids(ABSENT_OPENING.format(name=name)) for name in bundle.config.patch_classes]
         name_log_probs = model.mllm.continuation_log_probs(embeds, tokens.attention_mask, names)
-        return expected_presence(name_log_probs, self._gate_values(encoding, query, prompts, (UNNAMED,))[0])
+        gates = self._gate_values(encoding, query, prompts, (UNNAMED,))[0]
+        meant = (torch.softmax(name_log_probs.float(), dim=-1) * gates.float()).argmax(dim=-1)
+        return expected_presence(name_log_probs, gates), [bundle.config.patch_classes[i] for i in meant.tolist()]
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
@@ -481,6 +525,7 @@ class Predictor:
                     "seg": outputs.router_seg_weights[g].float().tolist(),
                     "box": outputs.router_box_weights[g].float().tolist(),
                 },
+                state=states[g],
             )
             add_entity(predictions[row].entities, entity, self.model.config.box_source == "mask")
         return predictions

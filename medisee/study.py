@@ -1,9 +1,12 @@
-"""One question about a whole study (a volume or a 2D image), answered slice by slice.
+"""One question about a whole study (a volume or a 2D image).
 
 Shared by ``medisee predict`` and the MONAI Label infer task, so both read slice
 specifications, visual prompts and windows the same way and return the same result:
 one label array aligned with the image, the label names, per-slice boxes per entity, the
-answer text and timings.
+answer text and timings. A question about several slices of a volume gets a volume answer
+(``medisee.volume``): one entity per structure, connected in 3D, with its measurements;
+the language model reads key slices only unless ``language_slices`` is ``"every"``
+(``medisee.key_slices``).
 
 Prompt coordinates are pixels of the slice plane as :func:`medisee.imaging.extract_slice`
 returns it (``x`` = column, ``y`` = row). A prompt given with ``prompt_slice`` applies to
@@ -21,8 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .imaging import AXES, CT_WINDOWS, MedicalImage, extract_slice, to_uint8
+from .key_slices import ask_key_slices
 from .predictor import MODES, Prediction, PredictionInputError, Predictor, validate_query
 from .results import assemble
+from .volume import VolumeEntity, keep_structures, structure_key, volume_entities, vote
+
+LANGUAGE_SLICES = ("key", "every")
 
 Progress = Callable[[int, int], None]
 
@@ -37,6 +44,7 @@ class StudyQuestion:
     prompt_slice: int | None = None  # the slice the box/point were drawn on
     window: str | tuple[float, float] | None = None
     mode: str = "full"
+    language_slices: str = "key"  # several slices of a volume: the language model on key slices or on every slice
 
 
 @dataclass
@@ -50,6 +58,8 @@ class StudyAnswer:
     predictions: list[Prediction]
     planes: list[np.ndarray]  # the windowed slices that were asked about
     timings: dict[str, float] = field(default_factory=dict)
+    volume_entities: list[VolumeEntity] = field(default_factory=list)  # several slices of a volume: one per structure
+    slice_answers: list[Prediction] = field(default_factory=list)  # each slice's own answer, before the volume vote
 
     def summary(self) -> dict:
         """JSON-ready: answer, label names, and per entity its best score and per-slice boxes."""
@@ -66,16 +76,19 @@ class StudyAnswer:
             "slices": self.slices,
             "label_names": {str(k): v for k, v in self.label_names.items()},
             "entities": list(per_label.values()),
+            "volume_entities": [v.summary() for v in self.volume_entities],
             "timing": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
 def ask_study(predictor: Predictor, image: MedicalImage, question: StudyQuestion, progress: Progress | None = None) -> StudyAnswer:
-    """Validate the question against the image, run the asked slices in batches, assemble."""
+    """Validate the question against the image, answer the asked slices, assemble."""
     started = time.perf_counter()
     query = validate_query(question.query)
     if question.mode not in MODES:
         raise PredictionInputError(f"unknown mode {question.mode!r}; choose one of: {', '.join(MODES)}")
+    if question.language_slices not in LANGUAGE_SLICES:
+        raise PredictionInputError(f"unknown language_slices {question.language_slices!r}; choose one of: {', '.join(LANGUAGE_SLICES)}")
     axis = resolve_axis(image, question.axis)
     count = image.num_slices(axis)
     indices = parse_slices(question.slices, count)
@@ -84,7 +97,36 @@ def ask_study(predictor: Predictor, image: MedicalImage, question: StudyQuestion
     display = dataclasses.replace(image, array=to_uint8(image, parse_window(question.window)))
     planes = [extract_slice(display, i, axis) for i in indices]
     prepared = time.perf_counter()
+    volume = image.is_volume and len(indices) > 1
+    if volume and question.language_slices == "key" and len(prompted) <= 1:
+        at = indices.index(next(iter(prompted))) if prompted else None
+        finished = ask_key_slices(predictor, planes, query, question.mode, question.box, question.point, at, progress)
+    else:
+        finished = _ask_each_slice(predictor, planes, indices, prompted, question, query, progress)
+    for index, prediction in zip(indices, finished):
+        prediction.slice_index = index
+    inferred = time.perf_counter()
 
+    answer, slice_answers = first_answer(finished), finished
+    if volume:
+        kept = vote(finished, predictor.asked(query))
+        finished = keep_structures(finished, kept, image, axis)
+        answer = volume_answer(finished, kept) or answer
+    result = assemble(finished, image, axis)
+    structures = volume_entities(result.labels, result.label_names, finished, image, axis) if volume else []
+    ended = time.perf_counter()
+    return StudyAnswer(
+        answer=answer, axis=axis, slices=indices, labels=result.labels,
+        label_names=result.label_names, entities=result.entities, predictions=finished, planes=planes,
+        timings={"prepare_s": prepared - started, "infer_s": inferred - prepared, "assemble_s": ended - inferred,
+                 "total_s": ended - started, "slices_per_s": len(indices) / max(inferred - prepared, 1e-9)},
+        volume_entities=structures, slice_answers=slice_answers,
+    )
+
+
+def _ask_each_slice(predictor: Predictor, planes: list[np.ndarray], indices: list[int], prompted: set[int],
+                    question: StudyQuestion, query: str, progress: Progress | None) -> list[Prediction]:
+    """Every slice through the whole model, the prompted ones (with the box/point) first."""
     predictions: list[Prediction | None] = [None] * len(indices)
     groups = [(i, p) for i, p in enumerate(indices) if p in prompted], [(i, p) for i, p in enumerate(indices) if p not in prompted]
     done = 0
@@ -102,21 +144,21 @@ def ask_study(predictor: Predictor, image: MedicalImage, question: StudyQuestion
             box=question.box if with_prompts else None, point=question.point if with_prompts else None,
             mode=question.mode, progress=report,
         )
-        for (position, index), prediction in zip(group, results):
-            prediction.slice_index = index
+        for (position, _index), prediction in zip(group, results):
             predictions[position] = prediction
         done += len(group)
-    finished = [p for p in predictions if p is not None]
-    inferred = time.perf_counter()
+    return [p for p in predictions if p is not None]
 
-    result = assemble(finished, image, axis)
-    ended = time.perf_counter()
-    return StudyAnswer(
-        answer=first_answer(finished), axis=axis, slices=indices, labels=result.labels,
-        label_names=result.label_names, entities=result.entities, predictions=finished, planes=planes,
-        timings={"prepare_s": prepared - started, "infer_s": inferred - prepared, "assemble_s": ended - inferred,
-                 "total_s": ended - started, "slices_per_s": len(indices) / max(inferred - prepared, 1e-9)},
-    )
+
+def volume_answer(predictions: list[Prediction], kept: list[str]) -> str:
+    """The volume's text: the answer of the slice that names the most kept structures, with
+    the highest score (a slice answer naming a structure the volume dropped is not it)."""
+    def merit(prediction: Prediction) -> tuple[int, float]:
+        names = {structure_key(e.phrase) for e in prediction.entities}
+        return len(names & set(kept)), sum(e.score for e in prediction.entities)
+
+    spoken = [p for p in predictions if p.answer and p.entities]
+    return max(spoken, key=merit).answer if spoken else ""
 
 
 def resolve_axis(image: MedicalImage, axis: str) -> str:

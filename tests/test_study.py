@@ -47,23 +47,32 @@ def test_answers_are_aligned_and_summarised_per_entity(tiny_shared, volume):
     assert [p.slice_index for p in study.predictions] == [1, 2, 3]
     assert not study.labels[[0, 4, 5]].any()
     summary = study.summary()
-    assert summary["slices"] == [1, 2, 3] and summary["label_names"] == {"1": "where is the liver?"}
+    (structure,) = study.volume_entities  # several slices of a volume: one entity per structure
+    assert summary["slices"] == [1, 2, 3] and summary["label_names"] == {"1": structure.phrase}
+    assert structure.phrase == "liver"  # named for the structure, not for the whole query
+    assert summary["volume_entities"][0]["voxels"] == int((study.labels == 1).sum())
     (entity,) = summary["entities"]
     assert set(entity["slices"]) <= {"1", "2", "3"} and entity["score"] == max(s["score"] for s in entity["slices"].values())
     for index, found in entity["slices"].items():
         assert found["pixels"] == int((study.labels[int(index)] == 1).sum())
 
 
-def test_a_prompt_applies_only_to_the_slice_it_was_drawn_on(tiny_shared, volume):
+def test_with_every_slice_read_a_prompt_applies_only_to_the_slice_it_was_drawn_on(tiny_shared, volume):
     predictor = Predictor(tiny_shared, score_threshold=0.0)
     box = (4.0, 4.0, 20.0, 20.0)
-    plain = ask_study(predictor, volume, StudyQuestion("what is here?", slices="all", mode="fast"))
-    prompted = ask_study(predictor, volume, StudyQuestion("what is here?", slices="all", box=box, prompt_slice=2, mode="fast"))
-    for index, (a, b) in enumerate(zip(plain.predictions, prompted.predictions)):
+    plain = ask_study(predictor, volume, StudyQuestion("what is here?", slices="all", mode="fast", language_slices="every"))
+    prompted = ask_study(predictor, volume, StudyQuestion("what is here?", slices="all", box=box, prompt_slice=2,
+                                                          mode="fast", language_slices="every"))
+    for index, (a, b) in enumerate(zip(plain.slice_answers, prompted.slice_answers)):
         same = np.array_equal(a.entities[0].mask, b.entities[0].mask)
         assert same == (index != 2), f"slice {index}"
     with pytest.raises(PredictionInputError, match="drawn on slice 5"):
         ask_study(predictor, volume, StudyQuestion("what?", slices="0-2", box=box, prompt_slice=5))
+
+
+def test_unknown_language_slices_are_refused(tiny_shared, volume):
+    with pytest.raises(PredictionInputError, match="unknown language_slices 'some'; choose one of: key, every"):
+        ask_study(Predictor(tiny_shared), volume, StudyQuestion("what?", slices="all", language_slices="some"))
 
 
 def test_a_2d_image_has_only_axial_slices(tiny_shared):

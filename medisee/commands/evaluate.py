@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from ..predictor import MODES
+from ..study import LANGUAGE_SLICES
 
 log = logging.getLogger("medisee.evaluate")
 
@@ -53,6 +54,16 @@ def register(commands) -> None:
                         help="with --human-queries: N explicit and N implicit questions per target record")
     parser.add_argument("--human-mode", default="full", choices=MODES,
                         help="with --human-queries: the mode the people's questions are asked in")
+    parser.add_argument("--volumes", action="store_true",
+                        help="also ask the whole test volumes of the demo dataset --data belongs to (volumes/ beside "
+                        "it) about each structure they hold and a few they do not: 3D Dice, false-entity slices, "
+                        "nothing for absent structures, mL; with --human-queries people's questions too; written to "
+                        "volume_metrics.json")
+    parser.add_argument("--volume-reading", default="key", choices=LANGUAGE_SLICES,
+                        help="with --volumes: the language model on key slices or on every slice")
+    parser.add_argument("--volume-mode", default="full", choices=MODES, help="with --volumes: the mode volumes are asked in")
+    parser.add_argument("--volume-patients", type=int, default=None, metavar="N",
+                        help="with --volumes: the first N test patients of each modality (default: all)")
     parser.set_defaults(run=run)
 
 
@@ -112,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
                                per_record=args.human_per_record, progress=progress_logger())
         print(format_human_table(human, metrics))
         print(f"people's-question metrics in {out / 'human_metrics.json'}")
+    if args.volumes:
+        from medisee.evaluation.evaluate_volumes import evaluate_volumes
+
+        log.info("whole test volumes of %s (%s mode, %s slices read)", data.parent, args.volume_mode, args.volume_reading)
+        volumes = evaluate_volumes(predictor, data.parent, out, questions, mode=args.volume_mode,
+                                   language_slices=args.volume_reading, patients=args.volume_patients,
+                                   progress=progress_logger())
+        print(format_volume_table(volumes))
+        print(f"volume metrics in {out / 'volume_metrics.json'}")
     return 0
 
 
@@ -153,6 +173,28 @@ def format_table(metrics: dict) -> str:
     lines = aligned(table)
     lines.append("(gIoU, cIoU, Dice, boxIoU, Acc@0.5 and absent-ok in %; absent-ok: share of absent targets "
                  "answered with nothing)")
+    return "\n".join(lines)
+
+
+VOLUME_COLUMNS = (
+    ("3D Dice", "dice3d", True), ("slice Dice", "slice_dice", True), ("n", "count", False),
+    ("false slices", "false_slice_share", True), ("nothing", "nothing_rate", True), ("n-absent", "absent_count", False),
+    ("mL error", "volume_error", True), ("s/question", "seconds_per_question", False),
+)  # fmt: skip
+
+
+def format_volume_table(metrics: dict) -> str:
+    """Whole volumes: per source and kind of question, then per structure (percentages)."""
+    groups = metrics["groups"]
+    order = ["overall", "generator"] + sorted(k for k in groups if k.startswith("people"))
+    order += sorted(k for k in groups if k.startswith("class "))
+    table = [["", *(title for title, _, _ in VOLUME_COLUMNS)]]
+    table += [[name, *(_cell(groups[name].get(key), percent) for _, key, percent in VOLUME_COLUMNS)]
+              for name in order if name in groups]
+    lines = aligned(table)
+    lines.append(f"({metrics['mode']} mode, language model on {metrics['language_slices']} slices; patients "
+                 f"{', '.join(metrics['patients'])}; false slices: share of slices holding an entity that is not "
+                 "asked for or not there; slice Dice: each slice's own answer, only when every slice is read)")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..atomic import write_json
 from ..imaging import AXES, MedicalImage, read_image, write_mask, write_overlay_png
 from ..predictor import MODES, Predictor, validate_query
-from ..study import StudyAnswer, StudyQuestion, ask_study
+from ..study import LANGUAGE_SLICES, StudyAnswer, StudyQuestion, ask_study
 
 log = logging.getLogger("medisee.predict")
 
@@ -41,6 +41,9 @@ def register(commands) -> None:
                         help="CT window: a preset (abdomen, lung, bone, brain, liver, ...) or LEVEL,WIDTH")
     parser.add_argument("--mode", default="full", choices=MODES,
                         help="full: generate the explanation; fast: masks only (no text generation)")
+    parser.add_argument("--language-slices", default="key", choices=LANGUAGE_SLICES,
+                        help="several slices of a volume: the language model reads a few key slices and the "
+                        "structures they find are followed through the volume (key), or it reads every slice (every)")
     parser.add_argument("--threshold", type=float, default=None, help="score below which no entity is reported (default: the model's own, chosen on validation "
                         "data; `medisee info` shows it)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     image = read_image(args.image)
     question = StudyQuestion(query=args.query, slices=args.slice, axis=args.axis if image.ndim == 3 else "axial",
-                             box=args.box, point=args.point, window=args.window, mode=args.mode)
+                             box=args.box, point=args.point, window=args.window, mode=args.mode,
+                             language_slices=args.language_slices)
     validate_query(question.query)  # before the model loads
     loaded = load_model(args.model, device=args.device)
     if not loaded.trained:
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "answers": [{"slice": p.slice_index, "answer": p.answer} for p in study.predictions],
         "entities": [e | {"mask_file": files["entity_masks"][e["label"]]} for e in study.entities],
         "label_names": {str(k): v for k, v in study.label_names.items()},
+        "volume_entities": [v.summary() for v in study.volume_entities],
         "labels_file": files["labels"],
         "overlay": files["overlay"],
         "seconds": round(study.timings["total_s"], 3),
@@ -101,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     found = len(study.entities)
     print(f"answer: {summary['answer'] or '(no text)'}")
     print(f"entities: {found}" + ("" if found else " (no target found)") + f"; results in {out}/result.json")
+    for structure in study.volume_entities:
+        print(f"  {structure.phrase}: slices {structure.first_slice}-{structure.last_slice}, {structure.volume_ml:.1f} mL")
     return 0
 
 

@@ -49,7 +49,7 @@ class MediSeeInfer(InferTask):
         return super().info() | {"medisee": {
             "weights": self.served.current(), "device": self.served.settings.torch_device,
             "precision": self.served.settings.precision, "max_query_chars": self.served.settings.max_query_chars,
-            "params": ["query", "slice", "axis", "box", "point", "prompt_slice", "window", "mode"],
+            "params": ["query", "slice", "axis", "box", "point", "prompt_slice", "window", "mode", "language_slices"],
         }}
 
     def __call__(self, request: dict) -> tuple[str, dict]:
@@ -104,10 +104,12 @@ def parse_question(request: dict, max_query_chars: int, default_mode: str) -> St
         raise ClientError(UNPROCESSABLE, f"window must be a preset name or [level, width], got {window!r}")
     axis = request.get("axis") or "axial"
     mode = request.get("mode") or default_mode
-    if not isinstance(axis, str) or not isinstance(mode, str):
-        raise ClientError(UNPROCESSABLE, "axis and mode must be strings")
+    language_slices = request.get("language_slices") or "key"
+    if not isinstance(axis, str) or not isinstance(mode, str) or not isinstance(language_slices, str):
+        raise ClientError(UNPROCESSABLE, "axis, mode and language_slices must be strings")
     return StudyQuestion(
         query=query, slices=_slices(request.get("slice")), axis=axis, window=window, mode=mode, prompt_slice=prompt_slice,
+        language_slices=language_slices,
         box=_numbers(request.get("box"), 4, "box", "[x0, y0, x1, y1]"),
         point=_numbers(request.get("point"), 2, "point", "[x, y]"),
     )

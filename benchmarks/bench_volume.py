@@ -1,0 +1,87 @@
+"""Whole-volume answers: the language model on key slices only against on every slice, same run.
+
+Goal (issue 20): for a whole volume in full mode, key slices are at least 5x faster than
+every slice and lose at most 2 points of 3D Dice. Both read the sample CT (the phantom the
+server ships, 40 slices) with the bundled default model; the encoders' cache is emptied
+before each answer so that neither reuses the other's work. Dice is against the phantom's
+own masks, per asked structure.
+
+    .venv/bin/python benchmarks/bench_volume.py            # prints a table and one JSON line
+    .venv/bin/python benchmarks/bench_volume.py --mode fast --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from medisee.data.demo.sample_study import sample_phantom
+from medisee.models import load_model
+from medisee.predictor import MODES, Predictor
+from medisee.study import StudyQuestion, ask_study
+
+QUESTIONS = (  # (question, the structures it asks for)
+    ("Segment the liver.", ("liver",)),
+    ("outline both kidneys", ("left kidney", "right kidney")),
+    ("where is the spleen?", ("spleen",)),
+    ("show me the heart", ("heart",)),
+)
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    total = int(predicted.sum()) + int(truth.sum())
+    return 2.0 * int((predicted & truth).sum()) / total if total else 1.0
+
+
+def answer(predictor: Predictor, image, query: str, asked: tuple[str, ...], masks: dict, mode: str,
+           language_slices: str) -> tuple[float, list[float]]:
+    """Seconds for one whole-volume answer and the 3D Dice of each asked structure."""
+    predictor.cache.clear()
+    started = time.perf_counter()
+    study = ask_study(predictor, image, StudyQuestion(query=query, slices="all", mode=mode,
+                                                      language_slices=language_slices))
+    seconds = time.perf_counter() - started
+    scores = []
+    for name in asked:
+        labels = [v.label for v in study.volume_entities if v.phrase == name]
+        scores.append(dice(np.isin(study.labels, labels), masks[name]))
+    return seconds, scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", default="full", choices=MODES)
+    parser.add_argument("--repeats", type=int, default=1, help="answers per question and reading (median time)")
+    parser.add_argument("--slices", type=int, default=40, help="slices of the sample CT")
+    args = parser.parse_args()
+    phantom = sample_phantom(0, args.slices)
+    image = phantom.to_medical_image()
+    predictor = Predictor(load_model("default").bundle)
+    predictor.predict(np.zeros((64, 64), np.uint8), "warm up", mode=args.mode)  # first-call costs out of the timing
+    rows = []
+    for query, asked in QUESTIONS:
+        result = {"query": query}
+        for reading in ("every", "key"):
+            runs = [answer(predictor, image, query, asked, phantom.masks, args.mode, reading) for _ in range(args.repeats)]
+            result[f"{reading}_s"] = statistics.median(r[0] for r in runs)
+            result[f"{reading}_dice"] = float(np.mean(runs[0][1]))
+        rows.append(result)
+    every_s, key_s = sum(r["every_s"] for r in rows), sum(r["key_s"] for r in rows)
+    every_dice, key_dice = (float(np.mean([r[f"{k}_dice"] for r in rows])) for k in ("every", "key"))
+    print(f"{'question':34s} {'every s':>8s} {'key s':>7s} {'every Dice':>10s} {'key Dice':>9s}")
+    for r in rows:
+        print(f"{r['query'][:34]:34s} {r['every_s']:8.2f} {r['key_s']:7.2f} {100 * r['every_dice']:10.1f} {100 * r['key_dice']:9.1f}")
+    print(f"{'all':34s} {every_s:8.2f} {key_s:7.2f} {100 * every_dice:10.1f} {100 * key_dice:9.1f}")
+    summary = {"mode": args.mode, "slices": args.slices, "speedup": every_s / key_s,
+               "dice_every": every_dice, "dice_key": key_dice, "dice_lost_points": 100 * (every_dice - key_dice),
+               "goal_speedup_5x": every_s / key_s >= 5, "goal_dice_within_2_points": 100 * (every_dice - key_dice) <= 2}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
