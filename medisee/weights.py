@@ -37,6 +37,7 @@ import torch
 from .config import MediSeeConfig
 from .model import MediSee
 from .tensor_files import TensorFiles, WeightsError
+from .tokenizer import sentencepiece_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -62,6 +63,9 @@ def save_checkpoint(bundle: MediSee, path: str | Path, metadata: dict | None = N
         save_file(_unique_state_dict(bundle.model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         os.chmod(staging / WEIGHTS_FILE, 0o644)
         bundle.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        model_file = sentencepiece_file(bundle.tokenizer)
+        if model_file is not None:  # the reference's tokenisation reads it (``LegacyEncoder``)
+            shutil.copy(model_file, staging / TOKENIZER_DIR / model_file.name)
         if metadata is not None:
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         _replace_dir(staging, path)
