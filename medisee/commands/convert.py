@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -32,6 +33,9 @@ def register(commands) -> None:
     parser.add_argument("--preset", default="medisee-7b", choices=sorted(PRESETS),
                         help="inference settings and the sizes no download states")
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="dtype to store")
+    parser.add_argument("--pad-to-square", action="store_true",
+                        help="pad CLIP's input to a square (ours) instead of the reference's centre crop, which loses "
+                        "the edges of non-square images (the released weights were trained on crops)")
     parser.add_argument("--check", action="store_true",
                         help="check every name and shape against the model without reading a tensor; write nothing")
     parser.add_argument("--out", type=Path, help="checkpoint folder to write (required unless --check)")
@@ -42,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and not args.check:
         raise ValueError("give --out (the checkpoint folder to write) or --check")
     paths = ReleasedPaths(llava_med=args.llava_med, medsam=args.medsam, clip=args.clip, medisee=args.medisee)
-    bundle, reports, shapes = assemble(preset(args.preset), paths, DTYPES[args.dtype], check_only=args.check)
+    config = preset(args.preset)
+    if args.pad_to_square:
+        config = dataclasses.replace(config, clip=dataclasses.replace(config.clip, pad_to_square=True))
+    bundle, reports, shapes = assemble(config, paths, DTYPES[args.dtype], check_only=args.check)
     text = shapes.config.text
     print(f"sizes: language model {text.hidden_size} wide, {text.num_hidden_layers} layers, vocabulary "
           f"{text.vocab_size} (from {shapes.origins['text']}); CLIP from {shapes.origins['clip']}; "

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..atomic import write_json
 from ..imaging import AXES, MedicalImage, read_image, write_mask, write_overlay_png
+from ..models import PRECISIONS
 from ..predictor import MODES, Predictor, validate_query
 from ..study import StudyAnswer, StudyQuestion, ask_study
 
@@ -45,6 +46,9 @@ def register(commands) -> None:
                         "data; `medisee info` shows it)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                        help="weights' precision (default: as stored); 8bit/4bit need a CUDA GPU and bitsandbytes "
+                        "(`medisee info --model M --memory` shows what each needs)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.set_defaults(run=run)
 
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     question = StudyQuestion(query=args.query, slices=args.slice, axis=args.axis if image.ndim == 3 else "axial",
                              box=args.box, point=args.point, window=args.window, mode=args.mode)
     validate_query(question.query)  # before the model loads
-    loaded = load_model(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device, precision=args.precision)
     if not loaded.trained:
         log.warning("model %s is untrained: %s", loaded.name, loaded.note)
     predictor = Predictor(loaded.bundle, score_threshold=args.threshold, batch_size=args.batch_size)
