@@ -82,7 +82,6 @@ def measure(config, tokenizer, precision: str, device: str, volume: np.ndarray, 
     row["slices/s"] = len(volume) / seconds
     row["peak GiB"] = torch.cuda.max_memory_allocated() / 1024 ** 3 if cuda else None
     row["note"] = f"batch {batch_size}" if cuda else "CPU: no GPU memory to measure"
-    del bundle, single, batched
     return row
 
 

@@ -76,7 +76,8 @@ def test_sam_input_is_segment_anythings_pil_resize():
     size = (int(97 * scale + 0.5), int(130 * scale + 0.5))
     assert resized == size
     resized_image = np.array(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    expected = (torch.from_numpy(resized_image).permute(2, 0, 1).float() - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    expected = torch.from_numpy(resized_image).permute(2, 0, 1).float()
+    expected = (expected - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     assert torch.equal(pixels[0, :, : size[0], : size[1]], expected)
     assert not pixels[0, :, size[0]:].any() and not pixels[0, :, :, size[1]:].any()
 
