@@ -301,12 +301,13 @@ class MediSeeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class MediSeeLogic(ScriptedLoadableModuleLogic):
     """Scene work (nodes in, nodes out) around MediSeeLib, with MRML and the segmentations module logic
     only, so it runs wherever MRML does: the application, its Python console, the self-test, and a
-    plain scene (``scene`` and ``segmentations`` given; tests/medisee_slicer/test_logic_on_mrml.py)."""
+    plain scene (``scene`` and the module logics given; tests/medisee_slicer/test_logic_on_mrml.py)."""
 
-    def __init__(self, scene=None, segmentations=None):
+    def __init__(self, scene=None, segmentations=None, volumes=None):
         ScriptedLoadableModuleLogic.__init__(self)
         self.scene = scene or slicer.mrmlScene
         self.segmentations = segmentations or slicer.modules.segmentations.logic()
+        self.volumes = volumes or slicer.modules.volumes.logic()
 
     def geometry(self, volume) -> Geometry:
         matrix = vtk.vtkMatrix4x4()
@@ -350,9 +351,7 @@ class MediSeeLogic(ScriptedLoadableModuleLogic):
 
     def load_server_copy(self, path: Path, url: str, image_id: str):
         """A downloaded study as a volume node, marked as the server's ``image_id``."""
-        volume = slicer.vtkSlicerVolumesLogic()
-        volume.SetMRMLScene(self.scene)
-        node = volume.AddArchetypeVolume(str(path), image_id, 0)
+        node = self.volumes.AddArchetypeVolume(str(path), image_id, 0)
         if node is None:
             raise MediSeeError(f"The study {image_id} could not be read.")
         self.mark_server_copy(node, url, image_id)

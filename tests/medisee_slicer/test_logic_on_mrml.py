@@ -7,9 +7,11 @@ application's ScriptedLoadableModule base classes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import slicer
 from MediSeeLib.answer import Answer
 from MediSeeLib.client import MediSeeClient
@@ -23,7 +25,6 @@ from medisee.data.demo.sample_study import BRAIN_ID, CT_ID, build_sample_study
 from tests.support.mrml import array_of, ijk_to_ras, load_volume, nodes, read_sitk, segment_mask, sitk_ijk_to_ras
 from tests.support.server import PLUMBING_CONF, monailabel_server
 
-CT_SLICES, BRAIN_SLICES = "18-21", "56-58"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def app():
 
 
 def shown(module, app, sample, answers, which: str, per_slice: bool = True):
-    logic = module.MediSeeLogic(app.scene, app.segmentations_logic)
+    logic = module.MediSeeLogic(app.scene, app.segmentations_logic, app.volumes_logic)
     volume = load_volume(app, image_path(sample, which))
     return logic, volume, logic.show(volume, f"{which}-id", answers[which], per_slice_rois=per_slice)
 
@@ -67,9 +68,9 @@ def shown(module, app, sample, answers, which: str, per_slice: bool = True):
 def test_volume_nodes_read_as_simpleitk_reads_them_and_as_the_server_saw_them(module, app, sample, answers, which):
     image = read_sitk(image_path(sample, which))
     volume = load_volume(app, image_path(sample, which))
-    assert np.array_equal(array_of(volume.GetImageData()), __import__("SimpleITK").GetArrayFromImage(image))
+    assert np.array_equal(array_of(volume.GetImageData()), sitk.GetArrayFromImage(image))
     assert np.allclose(ijk_to_ras(volume), sitk_ijk_to_ras(image), atol=1e-3)
-    geometry = module.MediSeeLogic(app.scene, app.segmentations_logic).geometry(volume)
+    geometry = module.MediSeeLogic(app.scene, app.segmentations_logic, app.volumes_logic).geometry(volume)
     assert geometry.shape == answers[which].geometry.shape
     assert np.allclose(geometry.ijk_to_ras(), answers[which].geometry.ijk_to_ras(), atol=1e-3)
 
@@ -188,3 +189,21 @@ def test_a_saved_scene_loads_back_with_the_same_segments_rois_and_answer(module,
         rois_before[name].GetCenterWorld(b)
         assert np.allclose(a, b, atol=1e-4) and np.allclose(roi.GetSize(), rois_before[name].GetSize(), atol=1e-4)
         assert roi.GetAttribute("MediSee.Query") == result.query
+
+
+def test_a_volume_goes_to_the_server_as_simpleitk_reads_it_and_comes_back_marked(module, app, sample, tmp_path):
+    logic = module.MediSeeLogic(app.scene, app.segmentations_logic, app.volumes_logic)
+    volume = load_volume(app, image_path(sample, "dicom"))
+    image_id, upload = logic.server_copy(volume, "http://server")
+    try:
+        written, original = read_sitk(Path(upload)), read_sitk(image_path(sample, "dicom"))
+        assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(original))
+        assert np.allclose(sitk_ijk_to_ras(written), sitk_ijk_to_ras(original), atol=1e-3)
+    finally:
+        Path(upload).unlink()
+    logic.mark_server_copy(volume, "http://server", image_id)
+    assert logic.server_copy(volume, "http://server") == (image_id, None)  # known: nothing to upload
+    assert logic.server_copy(volume, "http://other")[1] is not None
+    loaded = logic.load_server_copy(image_path(sample, "brain"), "http://server", "brain-7")
+    assert loaded.GetName() == "brain-7" and loaded.GetAttribute("MediSee.ImageId") == "brain-7"
+    assert np.array_equal(array_of(loaded.GetImageData()), sitk.GetArrayFromImage(read_sitk(image_path(sample, "brain"))))

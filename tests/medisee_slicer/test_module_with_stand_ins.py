@@ -16,7 +16,7 @@ GEOMETRY = Geometry(shape=(8, 96, 96), spacing=(3.0, 3.0, 25.0), origin=(-120.0,
 def test_the_panel_builds_its_request_through_medisee_lib(module):
     widget = module.MediSeeWidget()
     widget.ui = mock.MagicMock()
-    widget.logic = module.MediSeeLogic(scene=mock.MagicMock(), segmentations=mock.MagicMock())
+    widget.logic = module.MediSeeLogic(scene=mock.MagicMock(), segmentations=mock.MagicMock(), volumes=mock.MagicMock())
     widget.logic.geometry = lambda volume: GEOMETRY
     slice_node = mock.MagicMock()
     slice_node.GetOrientation.return_value = "Coronal"

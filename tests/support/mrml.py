@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import slicer
 import vtk
 from trame_slicer.core import SlicerApp
 from vtk.util import numpy_support
@@ -33,9 +32,7 @@ def load_volume(app: SlicerApp, path: Path):
 
 def load_labelmap(app: SlicerApp, path: Path):
     """A label file as a labelmap volume node (what MONAI Label's Slicer plugin pushes into the scene)."""
-    logic = slicer.vtkSlicerVolumesLogic()
-    logic.SetMRMLScene(app.scene)
-    return logic.AddArchetypeVolume(str(path), path.name, 1)
+    return app.volumes_logic.AddArchetypeVolume(str(path), path.name, 1)
 
 
 def segment_mask(app: SlicerApp, segmentation, segment_id: str, reference) -> np.ndarray:
