@@ -421,7 +421,8 @@ class MediSeeLogic(ScriptedLoadableModuleLogic):
                 if node.GetStorageNode() is None:
                     node.AddDefaultStorageNode()
                 storage = node.GetStorageNode()
-                storage.SetFileName(str(path.parent / f"{image_id_for(node.GetName())}-{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+                name = f"{image_id_for(node.GetName())}-{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"
+                storage.SetFileName(str(path.parent / name))
                 if not storage.WriteData(node):
                     raise MediSeeError(f"'{node.GetName()}' could not be written into {path.parent}.")
         self.scene.SetRootDirectory(str(path.parent))

@@ -95,6 +95,8 @@ def test_the_install_plan_never_replaces_what_slicer_ships():
     assert "2 package(s)" in plan.summary() and canonical("Requests_Toolbelt") == "requests-toolbelt"
     lock = read_requirements(Path(__file__).resolve().parents[2] / "requirements.lock")
     assert "monailabel==0.8.5" in lock and not any(line.startswith("#") for line in lock)
+    # Slicer's own libraries (as pip packages, for the tests' real MRML) stay out of what goes into Slicer's Python
+    assert not {canonical(line.split("==")[0]) for line in lock} & {"vtk", "slicer-core", "trame-slicer", "slicer-layer-dm"}
 
 
 def test_the_device_message_says_cpu_or_gpu():
