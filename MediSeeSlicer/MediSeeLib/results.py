@@ -1,5 +1,6 @@
 """An ``/infer/medisee`` answer -> what goes into the scene: one :class:`SegmentSpec` per entity and
-:class:`RoiSpec` boxes in RAS (one per slice, or one 3D ROI around an entity's slices)."""
+:class:`RoiSpec` boxes in RAS (one per slice, or one 3D ROI around an entity's slices; for a volume
+answer one 3D ROI per structure around its voxels)."""
 
 from __future__ import annotations
 
@@ -76,9 +77,15 @@ class InferenceResult:
 
 
 def answer_text(result: InferenceResult) -> str:
-    """What the panel shows: the answer, then each segment's score and slices."""
+    """What the panel shows: the answer, then each structure's measurements (a volume answer) or
+    each segment's score and slices."""
     lines = [result.answer or "(fast mode: masks only)", ""]
-    lines += [f"{s.name}: score {s.score:.2f}, slices {s.slices}" for s in result.segments] or ["No target found."]
+    structures = result.response.structures if result.response else None
+    if structures:
+        lines += [f"{s.phrase}: {s.volume_ml:.1f} mL, slices {s.first_slice}-{s.last_slice} ({result.axis}), "
+                  f"score {s.score:.2f}" for s in structures]
+    else:
+        lines += [f"{s.name}: score {s.score:.2f}, slices {s.slices}" for s in result.segments] or ["No target found."]
     return "\n".join(lines)
 
 
@@ -108,8 +115,11 @@ def build_result(answer: InferAnswer) -> InferenceResult:
 
 
 def roi_specs(result: InferenceResult, per_slice: bool = True) -> list[RoiSpec]:
-    """The entities' boxes in RAS: one ROI per entity and slice, or one 3D ROI per entity around its slices."""
+    """The entities' boxes in RAS: for a volume answer one 3D ROI per structure around its voxels;
+    otherwise one ROI per entity and slice, or one 3D ROI per entity around its slices."""
     geometry, rois = result.geometry, []
+    if result.response is not None and result.response.structures:
+        return [_roi(geometry, s.phrase, s.label, _voxel_bounds(s.bounds_ijk), None) for s in result.response.structures]
     normal, row, column = geometry.plane_axes(result.axis)
     for entity in result.response.entities if result.response else []:
         boxes = {int(k): found.box for k, found in entity.slices.items()}
@@ -123,6 +133,12 @@ def roi_specs(result: InferenceResult, per_slice: bool = True) -> list[RoiSpec]:
             union = np.stack([stacked[:, :, 0].min(axis=0), stacked[:, :, 1].max(axis=0)], axis=1)
             rois.append(_roi(geometry, entity.phrase, entity.label, union, None))
     return rois
+
+
+def _voxel_bounds(bounds_ijk: list[int]) -> np.ndarray:
+    """(3, 2) continuous numpy-order bounds around voxels ``[i0, j0, k0, i1, j1, k1]`` (inclusive)."""
+    low, high = np.asarray(bounds_ijk[:3], float), np.asarray(bounds_ijk[3:], float)
+    return np.stack([low - 0.5, high + 0.5], axis=1)[::-1]
 
 
 def _numpy_bounds(index: int, box: list[float], normal: int, row: int, column: int) -> np.ndarray:

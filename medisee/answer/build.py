@@ -4,11 +4,12 @@ the CLI return."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from ..imaging import MedicalImage
 from ..study import StudyAnswer
-from .schema import SCHEMA_VERSION, Answer, Entity, OutputFiles, SliceAnswer, SliceFinding
+from .schema import SCHEMA_VERSION, Answer, Entity, OutputFiles, SliceAnswer, SliceFinding, Structure
 
 
 def build_answer(study: StudyAnswer, image: MedicalImage, *, query: str, mode: str, model: str,
@@ -25,6 +26,7 @@ def build_answer(study: StudyAnswer, image: MedicalImage, *, query: str, mode: s
         direction=list(image.direction),
         timing={k: round(float(v), 3) for k, v in {**study.timings, **(timing or {})}.items()},
         model_trained=model_trained, image=image_path, files=files,
+        structures=[Structure(**dataclasses.asdict(v)) for v in study.volume_entities] or None,
     )
 
 

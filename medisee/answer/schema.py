@@ -51,6 +51,25 @@ class Entity:
 
 
 @dataclass
+class Structure:
+    """One structure across a volume (a question about several slices of a volume): its one
+    connected mask is the label volume's ``label``. ``bounds_ijk`` are voxel indices
+    ``[i0, j0, k0, i1, j1, k1]`` (inclusive, ITK order); ``bounds_ras`` the axis-aligned box of
+    those voxels' outer corners in RAS mm ``[R0, A0, S0, R1, A1, S1]``."""
+
+    label: int
+    phrase: str
+    score: float
+    first_slice: int  # along the answer's axis
+    last_slice: int
+    slice_count: int
+    voxels: int
+    volume_ml: float
+    bounds_ijk: List[int]
+    bounds_ras: List[float]
+
+
+@dataclass
 class SliceAnswer:
     slice: Optional[int]  # None for a 2D image
     answer: str
@@ -72,7 +91,7 @@ class Answer:
     query: str
     mode: str  # full (text and masks) or fast (masks only)
     model: str
-    answer: str  # the answer of the first slice that grounded something
+    answer: str  # a volume: the key slice's answer naming the most found structures; else the first grounded slice's
     answers: List[SliceAnswer]
     axis: str
     slices: List[int]  # the slices asked about, along ``axis``
@@ -86,6 +105,7 @@ class Answer:
     model_trained: Optional[bool] = None  # the CLI says whether the model was trained
     image: Optional[str] = None  # the CLI's input as given (the server never shows paths)
     files: Optional[OutputFiles] = None  # the CLI's output files
+    structures: Optional[List[Structure]] = None  # several slices of a volume: one per structure, measured
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready; optional fields that are not set are left out."""

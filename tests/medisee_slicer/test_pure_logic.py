@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -174,3 +175,29 @@ def test_the_local_server_command_serves_a_folder_or_the_sample_study():
     assert serve_command("py", "/data", 8001, [("device", "cpu")]) == [
         "py", "-m", "monailabel_app.serve", "--host", "127.0.0.1", "--port", "8001", "--studies", "/data", "--conf", "device", "cpu"]
     assert serve_command("py", None, 8001, sample_dir="/home/u/.medisee")[-2:] == ["--sample-dir", "/home/u/.medisee"]
+
+
+def test_a_volume_answer_gives_one_3d_roi_per_structure_around_its_voxels():
+    """The server's RAS bounds of a structure (medisee.volume) and the ROI the module draws agree,
+    on an oblique, anisotropic volume; the panel shows the structure's mL and extent."""
+    from medisee.imaging import MedicalImage
+    from medisee.volume import volume_entities
+    from MediSeeLib.answer import Answer, Structure
+    from MediSeeLib.results import InferenceResult, answer_text, roi_specs
+
+    angle = 0.4
+    direction = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0)
+    image = MedicalImage(np.zeros((10, 16, 20), np.int16), (0.7, 0.9, 4.0), (12.0, -30.0, 5.0), direction)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[3:7, 2:9, 5:15] = 1
+    (liver,) = volume_entities(labels, {1: "liver"}, [], image, "axial")
+    answer = Answer.from_dict(ANSWER | {
+        "image_shape": list(image.shape), "spacing": list(image.spacing), "origin": list(image.origin),
+        "direction": list(direction), "structures": [dataclasses.asdict(Structure(**dataclasses.asdict(liver)))]})
+    result = InferenceResult(answer.query, answer.answer, "axial", answer.slices, Geometry.from_answer(answer), labels,
+                             response=answer)
+    (roi,) = roi_specs(result, per_slice=True)
+    corners = roi.corners()
+    assert (roi.name, roi.label, roi.slice) == ("liver", 1, None)
+    assert [*corners.min(axis=0), *corners.max(axis=0)] == pytest.approx(liver.bounds_ras, abs=1e-3)
+    assert f"liver: {liver.volume_ml:.1f} mL, slices 3-6 (axial)" in answer_text(result)
