@@ -60,7 +60,7 @@ def request(url: str, image: str, query: str, slices: str, mode: str) -> tuple[f
 def other_requests(url: str, small: Path, label: Path, rounds: int, prefix: str) -> dict[str, list[float]]:
     """Seconds per ``/info/``, study upload (ids ``prefix-N``) and label save, ``rounds`` of each in turn."""
     times: dict[str, list[float]] = {"info": [], "upload": [], "label save": []}
-    names = json.dumps({"label_names": {"1": "liver"}})
+    names = json.dumps({"label_names": {"liver": 1}})
     for number in range(rounds):
         started = time.perf_counter()
         requests.get(f"{url}/info/", timeout=300).raise_for_status()

@@ -62,7 +62,9 @@ class ClipConfig:
     num_hidden_layers: int = 24
     num_attention_heads: int = 16
     feature_layer: int = -2
-    pad_to_square: bool = True  # the reference centre-crops non-square images and loses their edges
+    # True (ours): pad to a square with the mean colour; False: resize the short side and
+    # centre-crop, as the reference's CLIP processor does (non-square images lose their edges)
+    pad_to_square: bool = True
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
@@ -106,6 +108,16 @@ class SamConfig:
     # at the mask resolution to the decoder's upscaled embedding, as HQ-SAM adds early
     # features; its last layer starts at zero, so adding it to a trained model changes nothing.
     fine_features: bool = False
+    # LayerNorm eps of the mask decoder's two-way transformer: transformers' SAM uses 1e-6,
+    # segment-anything (what MedSAM and the released MediSee were trained with) 1e-5
+    decoder_layer_norm_eps: float = 1e-6
+    # The box prompt as the reference computes it: "bfloat16" rounds the scaled (cx, cy, w, h)
+    # box, its corners and their normalisation to bfloat16 before the positional encoding (the
+    # reference casts the box so); None keeps it in the model's dtype (ours)
+    box_prompt_dtype: str | None = None
+    # The frame the predicted box is scaled into: "image" (ours: the resized image inside the
+    # padded square) or "canvas" (the reference: the whole square, right for square images only)
+    box_prompt_frame: str = "image"
 
     @property
     def embedding_size(self) -> int:
@@ -135,6 +147,7 @@ class SamConfig:
             num_hidden_layers=self.decoder_layers,
             num_attention_heads=self.decoder_heads,
             iou_head_hidden_dim=self.iou_head_hidden_dim,
+            layer_norm_eps=self.decoder_layer_norm_eps,
         )
         return HFSamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
@@ -208,6 +221,9 @@ class VisualPromptConfig:
 
 
 BOX_SOURCES = ("decoder", "mask")
+PROMPT_FORMATS = ("ours", "reference")
+IMAGE_RESIZES = ("torch", "pil")
+BOX_PROMPT_FRAMES = ("image", "canvas")
 
 
 @dataclass
@@ -260,6 +276,15 @@ class MediSeeConfig:
     # or click says what is meant: a structure the question does not ask for, or one outside
     # the catalogue, is not answered with the nearest structure the model knows.
     query_gate: bool = False
+    # How conversations become token ids: "ours" (each part tokenised on its own) or "reference"
+    # (LLaVA's mistral_instruct text "[INST] <image>\n{query} [/INST] {answer} </s>" tokenised as
+    # the reference code's slow, legacy Llama tokenizer does; ``medisee.tokenizer.LegacyEncoder``)
+    prompt_format: str = "ours"
+    # The answer fast mode teacher-forces ({tokens}: the candidate tokens joined by "and")
+    fast_answer: str = "Sure, it is {tokens}."
+    # How images are resized: "torch" (ours: float, antialiased) or "pil" (the reference:
+    # uint8 PIL resizes, bilinear for SAM as segment-anything, bicubic for CLIP as its processor)
+    image_resize: str = "torch"
 
     def __post_init__(self) -> None:
         if sorted(self.router_input_order) != sorted(self.candidate_tokens):
@@ -270,6 +295,14 @@ class MediSeeConfig:
             raise ValueError("patch_classes must be distinct, non-empty structure names")
         if self.box_source not in BOX_SOURCES:
             raise ValueError(f"box_source must be one of {', '.join(BOX_SOURCES)}, got {self.box_source!r}")
+        for name, value, allowed in (("prompt_format", self.prompt_format, PROMPT_FORMATS),
+                                     ("image_resize", self.image_resize, IMAGE_RESIZES),
+                                     ("sam.box_prompt_frame", self.sam.box_prompt_frame, BOX_PROMPT_FRAMES),
+                                     ("sam.box_prompt_dtype", self.sam.box_prompt_dtype, (None, "bfloat16"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        if "{tokens}" not in self.fast_answer:
+            raise ValueError("fast_answer must contain {tokens} (where the candidate tokens go)")
         if self.visual_tags and not self.patch_classes:
             raise ValueError("visual_tags needs patch_classes (the patch head that tags the image)")
         if self.presence_gate and not self.patch_classes:
@@ -372,8 +405,21 @@ def _tiny() -> MediSeeConfig:
 
 
 def _medisee_7b() -> MediSeeConfig:
-    """The paper's sizes: LLaVA-Med v1.5 (Mistral-7B) + CLIP ViT-L/14-336 + MedSAM ViT-B."""
-    return MediSeeConfig(name="medisee-7b", text=TextConfig(vocab_size=32002))  # 32000 + [SEG], [BBOX]
+    """The paper's sizes: LLaVA-Med v1.5 (Mistral-7B) + CLIP ViT-L/14-336 + MedSAM ViT-B, with
+    the reference's inference (docs/ARCHITECTURE.md lists what is identical and what is ours):
+    its prompt text and tokenisation, its fast-mode answer, centre-cropped CLIP input, PIL
+    resizes, the bfloat16 box prompt in the square canvas, segment-anything's LayerNorm eps,
+    and no score threshold (the reference returns every mask)."""
+    return MediSeeConfig(
+        name="medisee-7b",
+        text=TextConfig(vocab_size=32002),  # 32000 + [SEG], [BBOX]
+        clip=ClipConfig(pad_to_square=False),
+        sam=SamConfig(decoder_layer_norm_eps=1e-5, box_prompt_dtype="bfloat16", box_prompt_frame="canvas"),
+        prompt_format="reference",
+        fast_answer="{tokens}.",
+        image_resize="pil",
+        score_threshold=0.0,
+    )
 
 
 PRESETS = {"tiny": _tiny, "medisee-7b": _medisee_7b}

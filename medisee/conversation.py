@@ -4,6 +4,9 @@ The prompt follows LLaVA's "mistral_instruct" conversation with an empty system 
 ``<s>[INST] <image>\\n{query} [/INST] {answer}</s>``. The image placeholder is not a
 vocabulary token: the encoder splits the text around it and records where the projected
 image features go, so any tokenizer (the real Mistral one or the tiny preset's) works.
+Two formats: "ours" tokenises the parts on their own; "reference" tokenises the text
+``[INST] <image>\\n{query} [/INST] {answer} </s>`` as the reference code does
+(``medisee.tokenizer.LegacyEncoder``), the token ids the released weights were trained on.
 
 Answers carry the candidate tokens: ``Sure, it is [SEG] and [BBOX]. {explanation}``; with
 several entities each group is ``<p>phrase</p> [SEG] and [BBOX]``.
@@ -14,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .tokenizer import LegacyEncoder
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -33,9 +38,10 @@ def candidate_phrase(candidate_tokens: tuple[str, ...]) -> str:
     return ", ".join(candidate_tokens[:-1]) + " and " + candidate_tokens[-1]
 
 
-def answer_prefix(candidate_tokens: tuple[str, ...]) -> str:
-    """The answer opening that the mask-only fast path teacher-forces."""
-    return ANSWER_PREFIX.format(tokens=candidate_phrase(candidate_tokens))
+def answer_prefix(candidate_tokens: tuple[str, ...], template: str = ANSWER_PREFIX) -> str:
+    """The answer opening that the mask-only fast path teacher-forces (``template``: the
+    config's ``fast_answer``; the reference forces ``[SEG] and [BBOX].``)."""
+    return template.format(tokens=candidate_phrase(candidate_tokens))
 
 
 @dataclass
@@ -51,26 +57,44 @@ class EncodedPrompt:
     labels: list[int] = field(default_factory=list)
 
 
+PROMPT_END = " [/INST]"
+
+
 class PromptEncoder:
     """Turns (query, answer) pairs into token ids with the image slot marked."""
 
-    def __init__(self, tokenizer, num_image_tokens: int, placeholder_id: int = 0) -> None:
+    def __init__(self, tokenizer, num_image_tokens: int, placeholder_id: int = 0, prompt_format: str = "ours") -> None:
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.placeholder_id = placeholder_id
+        self.legacy = LegacyEncoder(tokenizer) if prompt_format == "reference" else None
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of (the start of) an answer, as ``encode`` tokenizes it, without the end."""
+        if self.legacy is not None:
+            return self._reference_split(PROMPT_END, " " + answer.strip())[1]
         return self._ids(" " + answer.strip())
+
+    def _reference_split(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """The reference's ids of ``prompt + answer`` (one text, as it tokenises them), split
+        where the prompt's own ids stop: the answer starts after "[/INST]"'s last token."""
+        alone = self.legacy(prompt)
+        whole = self.legacy(prompt + answer)
+        shared = 0
+        while shared < min(len(alone), len(whole)) and alone[shared] == whole[shared]:
+            shared += 1
+        return whole[:shared], whole[shared:]
 
     def naming_tokens(self, answer: str, names: tuple[str, ...] | list[str], group_end: str) -> list[int]:
         """Indices into ``answer``'s tokens (as ``encode`` tokenizes them) that carry one of
         ``names`` (whole words, any case), the character after each ``group_end`` (the
         comma or full stop that says whether another group follows) or the first one after
         the opening "Sure, " (``it is`` for one entity, ``<p>`` for several)."""
+        if self.legacy is not None:
+            raise ValueError("naming tokens are found with the 'ours' prompt format only")
         text = " " + answer.strip()
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         spans = [m.span() for name in names for m in re.finditer(rf"\b{re.escape(name)}\b", text, re.IGNORECASE)]
@@ -95,14 +119,21 @@ class PromptEncoder:
         if answer is not None and opening is not None:
             raise ValueError("give an answer (training) or an opening (generation), not both")
         before, after = user_turn(query).split(IMAGE_PLACEHOLDER, 1)
-        head = [self.tokenizer.bos_token_id] + self._ids("[INST] " + before)
-        tail = self._ids(after + " [/INST]")
+        answer_ids: list[int] = []
+        if self.legacy is not None:  # as the reference: "[INST] <image>\n{query} [/INST] {answer} </s>"
+            head = self.legacy("[INST] " + before, bos=True)
+            ending = "" if answer is None else f" {answer.strip()} {self.tokenizer.eos_token}"
+            tail, answer_ids = self._reference_split(after + PROMPT_END, ending)
+        else:
+            head = [self.tokenizer.bos_token_id] + self._ids("[INST] " + before)
+            tail = self._ids(after + PROMPT_END)
+            if answer is not None:
+                answer_ids = self.answer_ids(answer) + [self.tokenizer.eos_token_id]
         image = [self.placeholder_id] * self.num_image_tokens
         prompt = head + image + tail
         labels = [IGNORE_INDEX] * len(prompt)
         answer_start = len(prompt)
         if answer is not None:
-            answer_ids = self.answer_ids(answer) + [self.tokenizer.eos_token_id]
             prompt = prompt + answer_ids
             labels = labels + answer_ids
         elif opening is not None:

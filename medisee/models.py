@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 
 from .model import MediSee
+from .quantize import QUANTISED, quantise_language_model, require_quantisation
 from .weights import WeightsError, load_checkpoint, read_metadata
 
 DEFAULT = "default"
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, **{name: None for name in QUANTISED}}
 
 
 def default_model_dir() -> Path:
@@ -27,8 +29,18 @@ class LoadedModel:
     note: str
 
 
-def load_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None) -> LoadedModel:
-    """``default`` (the bundled model) or the path of a MediSee checkpoint folder."""
+def load_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None,
+               precision: str | None = None) -> LoadedModel:
+    """``default`` (the bundled model) or the path of a MediSee checkpoint folder, in
+    ``precision`` (a ``PRECISIONS`` name; 8bit/4bit: ``medisee.quantize``) or ``dtype``."""
+    if precision in QUANTISED:
+        require_quantisation(precision, device)  # before 15 GB are read
+        loaded = load_model(spec, "cpu", torch.bfloat16)
+        quantise_language_model(loaded.bundle.model, precision, device)
+        loaded.bundle.model.to(device)
+        return loaded
+    if precision is not None:
+        dtype = PRECISIONS[precision]
     if spec == DEFAULT:
         folder = default_model_dir()
         if (folder / "config.json").exists():

@@ -8,8 +8,9 @@ are processed in batches. Two modes:
 - ``full``: greedy generation of the answer text; candidate tokens in the generated text
   are grounded (explanation + masks). With a drawn box or click the answer is given its
   opening ``Sure, <p>`` and the model names the marked structure next.
-- ``fast``: mask-only; the answer prefix that carries the candidate tokens
-  ("Sure, it is [SEG] and [BBOX].") is teacher-forced in one forward pass, no generation.
+- ``fast``: mask-only; the answer prefix that carries the candidate tokens (the config's
+  ``fast_answer``: "Sure, it is [SEG] and [BBOX]." for ours, "[SEG] and [BBOX]." as the
+  reference forces it) is teacher-forced in one forward pass, no generation.
 
 Each entity's ``score`` is the probability of the answer tokens that lead to its grounding
 (``grounding_scores``): the same quantity in both modes, teacher-forced or generated; with
@@ -260,7 +261,7 @@ class Predictor:
         finds likelier per row (for several structures, by the opening alone: "Sure, <p>"
         against "Sure, it is [SEG]"). ``forms`` receives the answer each row was given."""
         candidates = self.model.config.candidate_tokens
-        forced = [answer_prefix(candidates)] * len(prompts)
+        forced = [answer_prefix(candidates, self.model.config.fast_answer)] * len(prompts)
         rows, states, scores = self._teacher_force(encoding, query, prompts, forced)
         named = self._asked(query)
         asked = [row for row, p in enumerate(prompts) if named and p.box is None and p.point is None]
@@ -399,7 +400,7 @@ class Predictor:
         if len(self._asked(query)) > 1 and all(p.box is None and p.point is None for p in prompts):
             forms: list[str] = []
             predictions = self._run_fast(encoding, query, prompts, forms)
-            if all(form != answer_prefix(bundle.config.candidate_tokens) for form in forms):
+            if all(form != answer_prefix(bundle.config.candidate_tokens, bundle.config.fast_answer) for form in forms):
                 return self._answer_several(predictions, query)
         openings = [self._opening(prompt) for prompt in prompts]
         tokens = bundle.tokenize([(query, None)] * len(prompts), padding_side="left", openings=openings)

@@ -2,9 +2,11 @@
 
 Either the released MediSee folder (every tensor), or the starting point of training:
 LLaVA-Med v1.5 (+ CLIP when LLaVA-Med's folder lacks the tower) + MedSAM, with the new
-parts (routers, seg projection, box decoder, LoRA) freshly initialised. The model is
-built without random initialisation (``no_init_weights``) directly in the target dtype,
-so a 7B model costs its weights' memory once (about 15 GB in bfloat16) and no init time.
+parts (routers, seg projection, box decoder, LoRA) freshly initialised. The sizes come from
+the downloads (``release_shapes``). The model is built without random initialisation
+(``no_init_weights``) directly in the target dtype and the tensors are read one at a time,
+so a 7B model costs its weights' memory once (about 15 GB in bfloat16) and no init time;
+``check_only`` builds it on the meta device and reads only names and shapes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from torch import nn
 
 from .config import MediSeeConfig
 from .model import MediSee, MediSeeModel
+from .release_shapes import ReleasedShapes, read_shapes
+from .tensor_files import TensorFiles
 from .tokenizer import add_candidate_tokens, candidate_token_ids, load_tokenizer
-from .weights import CLIP_PREFIX, LoadReport, load_clip, load_llava_med, load_medsam, load_released_medisee
+from .weights import (CLIP_PREFIX, LoadReport, load_clip, load_llava_med, load_medsam, load_released_medisee,
+                      released_tensors)
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +37,17 @@ class ReleasedPaths:
     medisee: Path | None = None  # released MediSee folder of .bin files
 
 
-def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = torch.float32) -> MediSee:
-    """A MediSee whose weights are allocated but not initialised (to be loaded)."""
+def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = torch.float32,
+                        device: str = "cpu") -> MediSee:
+    """A MediSee whose weights are allocated but not initialised (to be loaded); on the
+    "meta" device nothing is allocated (shapes only)."""
     from transformers.initialization import no_init_weights
 
     ids = candidate_token_ids(tokenizer, config.candidate_tokens)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with no_init_weights():
+        with no_init_weights(), torch.device(device):
             model = MediSeeModel(config, ids)
     finally:
         torch.set_default_dtype(previous)
@@ -72,22 +79,29 @@ def initialise_new_parts(model: MediSeeModel) -> None:
                 layer.reset_lora_parameters(adapter, True)
 
 
-def assemble(config: MediSeeConfig, paths: ReleasedPaths, dtype: torch.dtype = torch.bfloat16) -> tuple[MediSee, list[LoadReport]]:
-    """Load the released artefacts into a new MediSee; returns it and what each load did."""
+def assemble(config: MediSeeConfig, paths: ReleasedPaths, dtype: torch.dtype = torch.bfloat16,
+             check_only: bool = False) -> tuple[MediSee, list[LoadReport], ReleasedShapes]:
+    """Load the released artefacts into a new MediSee whose sizes the downloads give
+    (``config`` supplies the rest); returns it, what each load did and where the shapes came
+    from. ``check_only``: every name and shape checked, no tensor read, nothing allocated."""
     tokenizer = load_tokenizer(paths.llava_med)
     added = add_candidate_tokens(tokenizer, config.candidate_tokens)
     log.info("tokenizer from %s: %d tokens (%d candidate tokens added)", paths.llava_med, len(tokenizer), added)
-    bundle = build_uninitialised(config, tokenizer, dtype)
-    if paths.medisee is not None:
-        return bundle, [load_released_medisee(bundle, paths.medisee)]
-    if paths.medsam is None:
+    released = released_tensors(paths.medisee) if paths.medisee is not None else None
+    if released is None and paths.medsam is None:
         raise ValueError("without the released MediSee folder, --medsam (medsam_vit_b.pth) is required")
-    reports = [load_llava_med(bundle, paths.llava_med)]
+    medsam = TensorFiles(paths.medsam) if released is None else None
+    shapes = read_shapes(config, paths.llava_med, paths.clip, released, medsam, added)
+    bundle = build_uninitialised(shapes.config, tokenizer, dtype, "meta" if check_only else "cpu")
+    load = {"origin": shapes.origin, "check_only": check_only}
+    if paths.medisee is not None:
+        return bundle, [load_released_medisee(bundle, paths.medisee, **load)], shapes
+    reports = [load_llava_med(bundle, paths.llava_med, **load)]
     if not any(name.startswith(CLIP_PREFIX) for name in reports[0].filled):
         if paths.clip is None:
             raise ValueError(f"{paths.llava_med} holds no CLIP vision tower: give --clip (clip-vit-large-patch14-336 folder)")
-        reports.append(load_clip(bundle, paths.clip))
-    reports.append(load_medsam(bundle, paths.medsam))
-    initialise_new_parts(bundle.model)
-    return bundle, reports
-
+        reports.append(load_clip(bundle, paths.clip, **load))
+    reports.append(load_medsam(bundle, paths.medsam, **load))
+    if not check_only:
+        initialise_new_parts(bundle.model)
+    return bundle, reports, shapes

@@ -3,10 +3,10 @@
 Shared by ``medisee predict`` and the MONAI Label infer task, so both read slice
 specifications, visual prompts and windows the same way and return the same result:
 one label array aligned with the image, the label names, per-slice boxes per entity, the
-answer text and timings. A question about several slices of a volume gets a volume answer
-(``medisee.volume``): one entity per structure, connected in 3D, with its measurements;
-the language model reads key slices only unless ``language_slices`` is ``"every"``
-(``medisee.key_slices``).
+answer text and timings (``medisee.answer.build_answer`` turns it into their JSON). A
+question about several slices of a volume gets a volume answer (``medisee.volume``): one
+entity per structure, connected in 3D, with its measurements; the language model reads key
+slices only unless ``language_slices`` is ``"every"`` (``medisee.key_slices``).
 
 Prompt coordinates are pixels of the slice plane as :func:`medisee.imaging.extract_slice`
 returns it (``x`` = column, ``y`` = row). A prompt given with ``prompt_slice`` applies to
@@ -60,25 +60,6 @@ class StudyAnswer:
     timings: dict[str, float] = field(default_factory=dict)
     volume_entities: list[VolumeEntity] = field(default_factory=list)  # several slices of a volume: one per structure
     slice_answers: list[Prediction] = field(default_factory=list)  # each slice's own answer, before the volume vote
-
-    def summary(self) -> dict:
-        """JSON-ready: answer, label names, and per entity its best score and per-slice boxes."""
-        per_label: dict[int, dict] = {}
-        for item in self.entities:
-            entry = per_label.setdefault(item["label"], {"label": item["label"], "phrase": item["phrase"],
-                                                         "score": 0.0, "slices": {}})
-            entry["score"] = max(entry["score"], item["score"])
-            entry["slices"][str(item["slice"])] = {k: item[k] for k in ("box", "score", "mask_quality", "pixels")}
-        return {
-            "answer": self.answer,
-            "answers": [{"slice": p.slice_index, "answer": p.answer} for p in self.predictions],
-            "axis": self.axis,
-            "slices": self.slices,
-            "label_names": {str(k): v for k, v in self.label_names.items()},
-            "entities": list(per_label.values()),
-            "volume_entities": [v.summary() for v in self.volume_entities],
-            "timing": {k: round(v, 3) for k, v in self.timings.items()},
-        }
 
 
 def ask_study(predictor: Predictor, image: MedicalImage, question: StudyQuestion, progress: Progress | None = None) -> StudyAnswer:

@@ -45,9 +45,6 @@ class VolumeEntity:
     bounds_ras: list[float]  # [R0, A0, S0, R1, A1, S1] mm, axis-aligned box of the voxels' corners
     bounds_ijk: list[int]  # [i0, j0, k0, i1, j1, k1] voxel indices (x, y, z), inclusive
 
-    def summary(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def structure_key(phrase: str) -> str:
     """The name a phrase is voted and labelled under: the catalogue structure it names, else itself."""

@@ -10,7 +10,9 @@ Released layouts, all read from local paths (nothing is downloaded):
 - LLaVA-Med v1.5 folder, original LLaVA layout (``model.layers.*``, ``model.mm_projector.*``,
   optionally ``model.vision_tower.vision_tower.vision_model.*``), safetensors or .bin shards.
 - The released MediSee folder of ``*.bin`` files: the un-merged PEFT state dict with prefix
-  ``base_model.model.``, LoRA as ``lora_A.default`` / ``lora_B.default`` (no ``base_layer``),
+  ``base_model.model.``, LoRA as ``lora_A.default`` / ``lora_B.default``; the wrapped
+  q_proj/v_proj weights without ``base_layer`` (older peft) or with it (newer peft; the
+  authors' loader strips it, so both spellings circulate and both load),
   SAM under ``model.visual_model.*`` in segment-anything keys, heads under
   ``model.text_hidden_fcs.0.*``, ``model.bbox_decoder.layers.*``, ``model.router_*.gate.*``.
 
@@ -34,6 +36,8 @@ import torch
 
 from .config import MediSeeConfig
 from .model import MediSee
+from .tensor_files import TensorFiles, WeightsError
+from .tokenizer import sentencepiece_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,10 +45,6 @@ TOKENIZER_DIR = "tokenizer"
 METADATA_FILE = "medisee.json"
 
 KeyFn = Callable[[str], "str | None"]
-
-
-class WeightsError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the key."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -63,6 +63,9 @@ def save_checkpoint(bundle: MediSee, path: str | Path, metadata: dict | None = N
         save_file(_unique_state_dict(bundle.model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         os.chmod(staging / WEIGHTS_FILE, 0o644)
         bundle.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        model_file = sentencepiece_file(bundle.tokenizer)
+        if model_file is not None:  # the reference's tokenisation reads it (``LegacyEncoder``)
+            shutil.copy(model_file, staging / TOKENIZER_DIR / model_file.name)
         if metadata is not None:
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         _replace_dir(staging, path)
@@ -304,6 +307,7 @@ class LoadReport:
     filled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every weight file read
 
 
 def _ignored_by_default(key: str) -> bool:
@@ -312,18 +316,22 @@ def _ignored_by_default(key: str) -> bool:
 
 def load_layout(
     model: torch.nn.Module,
-    source: dict[str, torch.Tensor],
+    source: TensorFiles,
     key_fn: KeyFn,
     source_name: str,
     ignore: Callable[[str], bool] = lambda key: False,
     grow_vocabulary: bool = False,
     required: Callable[[str], bool] = lambda ours: True,
+    origin: Callable[[str], str] | None = None,
+    check_only: bool = False,
 ) -> LoadReport:
     """Copy ``source`` into ``model`` through ``key_fn``.
 
     Every mapped tensor must be present (unless ``required`` says otherwise), every source
     key must be used or explicitly ignored, and shapes must match; the vocabulary matrices
-    may grow when ``grow_vocabulary`` (LLaVA-Med has 32000 rows, MediSee adds tokens)."""
+    may grow when ``grow_vocabulary`` (LLaVA-Med has 32000 rows, MediSee adds tokens).
+    ``origin(ours)`` names what gave the model that tensor's shape (a config file), for
+    the error; ``check_only`` checks names and shapes without reading a tensor."""
     mapping = {k: v for k, v in layout_mapping(model, key_fn).items() if v in source or required(k)}
     missing = [f"{src} (for {ours})" for ours, src in mapping.items() if src not in source]
     if missing:
@@ -332,25 +340,33 @@ def load_layout(
     skipped = [k for k in source if k not in used and (ignore(k) or _ignored_by_default(k))]
     unexpected = [k for k in source if k not in used and k not in skipped]
     if unexpected:
-        raise WeightsError(f"{source_name}: unexpected key {unexpected[0]}" + _more(unexpected))
-    report = LoadReport(source=source_name, ignored=skipped)
+        raise WeightsError(f"{source.file_of(unexpected[0])}: unexpected key {unexpected[0]}" + _more(unexpected))
+    report = LoadReport(source=source_name, ignored=skipped, files=[str(f) for f in source.files])
     state = model.state_dict()
+    for ours, src in mapping.items():
+        have, want = source.shape(src), tuple(state[ours].shape)
+        if have != want:
+            vocab_matrix = ours.endswith(("embed_tokens.weight", "lm_head.weight"))
+            if not (grow_vocabulary and vocab_matrix and have[1:] == want[1:] and have[0] < want[0]):
+                expects = f"{origin(ours)} gives the model" if origin is not None else "the model expects"
+                raise WeightsError(f"{source.file_of(src)}: key {src} has shape {have}, {expects} {want} for {ours}")
+            report.resized.append(ours)
+        report.filled.append(ours)
+    if not check_only:
+        _copy(state, source, mapping, report.resized)
+    return report
+
+
+def _copy(state: dict[str, torch.Tensor], source: TensorFiles, mapping: dict[str, str], grown: list[str]) -> None:
+    """Each source tensor into its target; a grown vocabulary matrix's new rows are the
+    mean of the others."""
     with torch.no_grad():
         for ours, src in mapping.items():
             target, value = state[ours], source[src]
-            if value.shape != target.shape:
-                vocab_matrix = ours.endswith(("embed_tokens.weight", "lm_head.weight"))
-                if not (grow_vocabulary and vocab_matrix and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]):
-                    raise WeightsError(
-                        f"{source_name}: key {src} has shape {tuple(value.shape)}, "
-                        f"the model expects {tuple(target.shape)} for {ours}"
-                    )
-                grown = value.mean(dim=0, keepdim=True).expand(target.shape[0] - value.shape[0], -1)
-                value = torch.cat([value, grown])
-                report.resized.append(ours)
+            if ours in grown:
+                extra = value.mean(dim=0, keepdim=True).expand(target.shape[0] - value.shape[0], -1)
+                value = torch.cat([value, extra])
             target.copy_(value.to(target.dtype))
-            report.filled.append(ours)
-    return report
 
 
 def export_layout(model: torch.nn.Module, key_fn: KeyFn) -> dict[str, torch.Tensor]:
@@ -362,31 +378,10 @@ def export_layout(model: torch.nn.Module, key_fn: KeyFn) -> dict[str, torch.Tens
     return out
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.pth``/``.bin``/``.safetensors`` file or of every shard in a folder."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file or folder")
-    files = [path] if path.is_file() else sorted(
-        [*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.pth")]
-    )
-    if not files:
-        raise WeightsError(f"{path}: no .safetensors, .bin or .pth weight files found")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            part = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(
-                file, map_location="cpu", weights_only=True
-            )
-        except Exception as err:  # torch and safetensors raise many types for damaged files
-            raise WeightsError(f"{file}: cannot read weights ({err})") from None
-        if not isinstance(part, dict):
-            raise WeightsError(f"{file}: expected a state dict, found {type(part).__name__}")
-        part = part.get("model", part) if "model" in part and isinstance(part.get("model"), dict) else part
-        state.update(part)
-    return state
+def read_state_dict(path: str | Path) -> TensorFiles:
+    """Every tensor of a ``.pth``/``.bin``/``.safetensors`` file or of every shard in a folder
+    (names and shapes now, each tensor when it is used)."""
+    return TensorFiles(path)
 
 
 def write_state_dict(state: dict[str, torch.Tensor], folder: str | Path, stem: str, shards: int = 1,
@@ -419,27 +414,41 @@ def _is_clip_text(key: str) -> bool:
     return key.startswith(("text_model.", "text_projection", "visual_projection", "logit_scale"))
 
 
-def load_medsam(bundle: MediSee, path: str | Path) -> LoadReport:
+Origin = Callable[[str], str] | None
+
+
+def load_medsam(bundle: MediSee, path: str | Path, origin: Origin = None, check_only: bool = False) -> LoadReport:
     """MedSAM/SAM ViT-B weights from a segment-anything ``.pth``."""
-    return load_layout(bundle.model, read_state_dict(path), sam_key, str(path))
+    return load_layout(bundle.model, read_state_dict(path), sam_key, str(path), origin=origin, check_only=check_only)
 
 
-def load_clip(bundle: MediSee, path: str | Path) -> LoadReport:
+def load_clip(bundle: MediSee, path: str | Path, origin: Origin = None, check_only: bool = False) -> LoadReport:
     """CLIP vision weights from a Hugging Face CLIP folder or file (text tower ignored)."""
-    return load_layout(bundle.model, read_state_dict(path), clip_key, str(path), ignore=_is_clip_text)
+    return load_layout(bundle.model, read_state_dict(path), clip_key, str(path), ignore=_is_clip_text,
+                       origin=origin, check_only=check_only)
 
 
-def load_llava_med(bundle: MediSee, path: str | Path, with_vision_tower: bool | None = None) -> LoadReport:
+def load_llava_med(bundle: MediSee, path: str | Path, with_vision_tower: bool | None = None, origin: Origin = None,
+                   check_only: bool = False) -> LoadReport:
     """LLaVA-Med v1.5 language model and projector (and the CLIP tower if the folder has it)."""
     state = read_state_dict(path)
     if with_vision_tower is None:
         with_vision_tower = any(k.startswith("model.vision_tower.") for k in state)
     return load_layout(
         bundle.model, state, llava_key, str(path), grow_vocabulary=True,
-        required=lambda ours: with_vision_tower or not ours.startswith(CLIP_PREFIX),
+        required=lambda ours: with_vision_tower or not ours.startswith(CLIP_PREFIX), origin=origin,
+        check_only=check_only,
     )
 
 
-def load_released_medisee(bundle: MediSee, path: str | Path) -> LoadReport:
+def released_tensors(path: str | Path) -> TensorFiles:
+    """The released MediSee folder's tensors, LoRA-wrapped weights without ``.base_layer``
+    whichever peft wrote them (as the authors' loader reads them)."""
+    return read_state_dict(path).renamed(lambda key: key.replace(".base_layer.", "."))
+
+
+def load_released_medisee(bundle: MediSee, path: str | Path, origin: Origin = None,
+                          check_only: bool = False) -> LoadReport:
     """The released MediSee checkpoint folder (every tensor of the model)."""
-    return load_layout(bundle.model, read_state_dict(path), released_key, str(path))
+    return load_layout(bundle.model, released_tensors(path), released_key, str(path), origin=origin,
+                       check_only=check_only)

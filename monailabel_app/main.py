@@ -8,7 +8,8 @@ checkpoint folder), device (cpu, cuda, auto), precision (fp32, bf16, fp16), thre
 score below which nothing is reported), batch_size (slices per batch), mode (full or fast),
 models_dir (where retrained checkpoints and the scratch folder go; default ``<app>/model``),
 retrain_steps, max_query_chars, max_upload_mb, image_folders (server folders an image id may
-name by path), enable (endpoint groups beyond the product's: ``lib/policy.py``). Tasks: infer ``medisee``, trainer ``medisee``, strategies
+name by path), enable (endpoint groups beyond the product's: ``lib/policy.py``). Tasks: infer ``medisee`` and
+``medisee_segment`` (the question as a segment's name, for MONAI Label's own Slicer plugin), trainer ``medisee``, strategies
 ``medisee_uncertainty``, ``first`` and ``random``.
 """
 
@@ -33,6 +34,8 @@ import medisee  # noqa: E402
 from monailabel_app.lib.activelearning.uncertainty import MediSeeUncertainty  # noqa: E402
 from monailabel_app.lib.datastore import MediSeeDatastore  # noqa: E402
 from monailabel_app.lib.errors import BAD_REQUEST, NOT_FOUND, ClientError  # noqa: E402
+from monailabel_app.lib.infers.by_segment import NAME as BY_SEGMENT  # noqa: E402
+from monailabel_app.lib.infers.by_segment import MediSeeBySegment  # noqa: E402
 from monailabel_app.lib.infers.medisee import MediSeeInfer  # noqa: E402
 from monailabel_app.lib.served_model import ServedModel  # noqa: E402
 from monailabel_app.lib.settings import AppSettings  # noqa: E402
@@ -64,7 +67,7 @@ class MediSeeApp(MONAILabelApp):
                                 read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self):
-        return {"medisee": MediSeeInfer(self.served)}
+        return {"medisee": MediSeeInfer(self.served), BY_SEGMENT: MediSeeBySegment(self.served)}
 
     def init_trainers(self):
         return {"medisee": MediSeeTrainer(self.served)}

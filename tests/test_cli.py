@@ -41,7 +41,7 @@ def test_predict_on_pydicom_ct_small_writes_result_mask_and_overlay(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["query"] == QUERY and result["slices"] == [0] and result["image_shape"] == [1, 128, 128]
     assert isinstance(result["answer"], str) and isinstance(result["entities"], list)
-    labels = sitk.ReadImage(str(out / result["labels_file"]))
+    labels = sitk.ReadImage(str(out / result["files"]["labels"]))
     source = read_image(CT_SMALL)
     assert sitk.GetArrayFromImage(labels).shape == (1, 128, 128)
     np.testing.assert_allclose(labels.GetSpacing()[:2], source.spacing[:2], atol=1e-5)
@@ -71,17 +71,19 @@ def test_predict_entities_are_written_with_their_mask_files(tmp_path, capsys, se
                  "--mode", "fast", "--threshold", "0", "--out", str(out)])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["slices"] == [1, 2, 3]
-    assert [e["slice"] for e in result["entities"]] == [1, 2, 3]
-    entity = result["entities"][0]
-    assert set(entity) >= {"phrase", "box", "score", "slice", "mask_file", "label"}
-    assert result["label_names"] == {"1": QUERY}
-    mask = nib.load(out / entity["mask_file"]).get_fdata()
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["labels_file"])))
+    assert result["slices"] == [1, 2, 3] and result["schema_version"] == 1
+    (entity,) = result["entities"]
+    assert sorted(entity["slices"]) == ["1", "2", "3"] and entity["label"] == 1
+    assert result["label_names"] == {QUERY: 1} and isinstance(result["model_trained"], bool)
+    files = result["files"]
+    mask = nib.load(out / files["masks"]["1"]).get_fdata()
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / files["labels"])))
     assert labels.shape == (6, 40, 50)
     assert labels[[0, 4, 5]].max() == 0 and (labels[1:4] > 0).any()  # only the asked slices
     assert mask.sum() == (labels == 1).sum()
-    assert "entities: 3" in capsys.readouterr().out
+    for index, found in entity["slices"].items():
+        assert found["pixels"] == int((labels[int(index)] == 1).sum())
+    assert "entities: 1;" in capsys.readouterr().out
 
 
 def test_predict_on_a_2d_png_writes_png_masks(tmp_path, seeded_checkpoint):
@@ -90,7 +92,7 @@ def test_predict_on_a_2d_png_writes_png_masks(tmp_path, seeded_checkpoint):
     assert main(["predict", "--model", seeded_checkpoint, "--image", str(tmp_path / "x.png"), "--query", QUERY, "--threshold", "0",
                  "--mode", "fast", "--box", "5,5,60,50", "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["labels_file"] == "labels.png" and result["entities"][0]["mask_file"].endswith(".png")
+    assert result["files"]["labels"] == "labels.png" and result["files"]["masks"]["1"].endswith(".png")
     assert Image.open(out / "labels.png").size == (80, 60)
 
 
@@ -157,9 +159,10 @@ def test_a_box_and_a_question_naming_two_structures_give_two_entities(tmp_path):
     result = json.loads((out / "result.json").read_text())
     entities = result["entities"]
     assert len(entities) >= 2 and len({e["phrase"] for e in entities}) == len(entities)
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["labels_file"])))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["files"]["labels"])))
     for entity in entities:
-        x0, y0, x1, y1 = entity["box"]
-        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and entity["slice"] == 6
-        assert (out / entity["mask_file"]).exists() and entity["pixels"] > 0
+        found = entity["slices"]["6"]
+        x0, y0, x1, y1 = found["box"]
+        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and list(entity["slices"]) == ["6"]
+        assert (out / result["files"]["masks"][str(entity["label"])]).exists() and found["pixels"] > 0
     assert set(np.unique(labels[6])) - {0} <= {e["label"] for e in entities} and len(np.unique(labels[6])) >= 3

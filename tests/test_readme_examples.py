@@ -67,10 +67,10 @@ def test_readme_example_gives_the_answer_it_promises(line, sample, tmp_path, cap
     if not expected:
         return
     truth = next(masks for key, masks in truths.items() if key in command)
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["labels_file"])))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / result["files"]["labels"])))
     asked = result["slices"]
     for name in expected:
-        values = [int(k) for k, phrase in result["label_names"].items() if re.sub(r"\s*#\d+$", "", phrase) == name]
+        values = [value for phrase, value in result["label_names"].items() if re.sub(r"\s*#\d+$", "", phrase) == name]
         mask, true = np.isin(labels[asked], values), truth[name][asked]
         iou = (mask & true).sum() / max((mask | true).sum(), 1)
         assert iou >= MIN_IOU, f"{name}: IoU {iou:.2f} over slices {asked}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medisee.answer import build_answer
 from medisee.imaging import MedicalImage
 from medisee.predictor import PredictionInputError, Predictor
 from medisee.study import StudyQuestion, ask_study, parse_slices, parse_window
@@ -46,15 +47,16 @@ def test_answers_are_aligned_and_summarised_per_entity(tiny_shared, volume):
     assert study.slices == [1, 2, 3] and study.labels.shape == volume.shape
     assert [p.slice_index for p in study.predictions] == [1, 2, 3]
     assert not study.labels[[0, 4, 5]].any()
-    summary = study.summary()
-    (structure,) = study.volume_entities  # several slices of a volume: one entity per structure
-    assert summary["slices"] == [1, 2, 3] and summary["label_names"] == {"1": structure.phrase}
-    assert structure.phrase == "liver"  # named for the structure, not for the whole query
-    assert summary["volume_entities"][0]["voxels"] == int((study.labels == 1).sum())
-    (entity,) = summary["entities"]
-    assert set(entity["slices"]) <= {"1", "2", "3"} and entity["score"] == max(s["score"] for s in entity["slices"].values())
-    for index, found in entity["slices"].items():
-        assert found["pixels"] == int((study.labels[int(index)] == 1).sum())
+    answer = build_answer(study, volume, query=" where is the liver? ", mode="fast", model="tiny")
+    (structure,) = answer.structures  # several slices of a volume: one entity per structure, measured
+    assert answer.slices == [1, 2, 3] and answer.label_names == {"liver": 1}  # the structure, not the whole query
+    assert structure.phrase == "liver" and structure.voxels == int((study.labels == 1).sum())
+    assert answer.query == "where is the liver?" and answer.image_shape == [6, 40, 48] and answer.spacing == [0.8, 0.8, 2.5]
+    (entity,) = answer.entities
+    assert set(entity.slices) <= {"1", "2", "3"} and entity.score == max(s.score for s in entity.slices.values())
+    for index, found in entity.slices.items():
+        assert found.pixels == int((study.labels[int(index)] == 1).sum())
+    assert [a.slice for a in answer.answers] == [1, 2, 3] and set(answer.timing) >= {"total_s", "infer_s"}
 
 
 def test_with_every_slice_read_a_prompt_applies_only_to_the_slice_it_was_drawn_on(tiny_shared, volume):

@@ -56,8 +56,9 @@ class MediSeeClient:
                                  files={"file": (Path(path).name, handle)}, timeout=max(self.timeout, 120)).json()
 
     def save_label(self, image_id: str, path: str | Path, query: str, label_names: dict[int, str], tag: str = "final") -> dict:
-        """Submit a corrected label (every label value named) for retraining."""
-        params = {"query": query, "label_names": {str(k): v for k, v in label_names.items()}}
+        """Submit a corrected label (every label value named) for retraining; ``label_names`` goes out
+        as MONAI Label names labels, phrase -> value."""
+        params = {"query": query, "label_names": {name: int(value) for value, name in label_names.items()}}
         with open(path, "rb") as handle:
             return self._request("PUT", "/datastore/label", "the label submission", params={"image": image_id, "tag": tag},
                                  data={"params": json.dumps(params)}, files={"label": (Path(path).name, handle)},

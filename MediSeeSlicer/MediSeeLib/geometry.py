@@ -15,6 +15,8 @@ from itertools import permutations
 
 import numpy as np
 
+from .answer import Answer
+
 AXES = ("axial", "coronal", "sagittal")
 _PHYSICAL_ROW = {"axial": 2, "coronal": 1, "sagittal": 0}  # row of the LPS direction matrix per axis
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -30,14 +32,15 @@ class Geometry:
     direction: tuple[float, ...]  # 9 numbers, row-major, columns = index axes
 
     @classmethod
-    def from_result(cls, result: dict) -> Geometry:
-        """The geometry in an ``/infer/medisee`` JSON answer (2D images become a one-slice stack)."""
-        shape = [int(n) for n in result["image_shape"]]
-        spacing, origin, direction = list(result["spacing"]), list(result["origin"]), list(result["direction"])
+    def from_answer(cls, answer: Answer) -> Geometry:
+        """The geometry in an ``/infer/medisee`` answer (2D images become a one-slice stack)."""
+        shape, spacing, origin, direction = answer.image_shape, answer.spacing, answer.origin, answer.direction
         if len(shape) == 2:
             shape, spacing, origin = [1, *shape], [*spacing, 1.0], [*origin, 0.0]
             direction = [direction[0], direction[1], 0.0, direction[2], direction[3], 0.0, 0.0, 0.0, 1.0]
-        return cls(tuple(shape), tuple(map(float, spacing)), tuple(map(float, origin)), tuple(map(float, direction)))
+        if len(shape) != 3 or len(spacing) != 3 or len(origin) != 3 or len(direction) != 9:
+            raise ValueError(f"a geometry of shape {shape} with {len(spacing)} spacings and {len(direction)} direction values")
+        return cls(tuple(shape), tuple(spacing), tuple(origin), tuple(direction))
 
     @classmethod
     def from_ijk_to_ras(cls, matrix: np.ndarray, shape: tuple[int, int, int]) -> Geometry:

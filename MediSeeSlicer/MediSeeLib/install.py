@@ -7,13 +7,17 @@ minus every distribution already present in Slicer's Python, at whatever version
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from .errors import MediSeeError
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -88,3 +92,34 @@ def device_choice(gpu: bool) -> tuple[str, str]:
         return "auto", ("A GPU was found: the local server runs the model on it when Slicer's PyTorch has CUDA "
                         "(the server log says which device it loaded the model on); otherwise on the CPU.")
     return "cpu", "No GPU was found: the local server runs the bundled CPU model (a question takes longer)."
+
+
+def project_install_plan(project_dir: Path, source: str) -> InstallPlan:
+    """The plan for a source checkout at ``project_dir`` (its ``requirements.lock``), installing MediSee from ``source``."""
+    lock = Path(project_dir) / "requirements.lock"
+    if not lock.exists():
+        raise MediSeeError(f"MediSee's requirements were not found next to the module ({lock}): install MediSee from its "
+                           "source checkout, or start a server with ./scripts/run.sh and connect to it.")
+    return plan_install(read_requirements(lock), installed_distributions(), source)
+
+
+def slicer_python() -> str:
+    """Slicer's Python launcher (a plain ``python`` would not find Slicer's packages)."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def server_installed() -> bool:
+    """Whether this Python can run the MediSee server."""
+    return all(importlib.util.find_spec(name) is not None for name in ("monailabel_app", "medisee", "monailabel"))
+
+
+def run_pip(plan: InstallPlan, python: str, on_line: Callable[[str], None], tick: Callable[[], None] = lambda: None) -> None:
+    """pip in ``python``, each output line to ``on_line`` and ``tick()`` after it (the panel repaints);
+    never reinstalls what Slicer ships (``--no-deps``)."""
+    process = subprocess.Popen(plan.pip_command(python), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        on_line(line.rstrip())
+        tick()
+    if process.wait() != 0:
+        raise MediSeeError(f"Installing MediSee failed (pip exit code {process.returncode}); see the server log box.")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import requests
 
 from .errors import LocalServerError
+from .install import device_choice, has_gpu
 
 LogCallback = Callable[[str], None]
 
@@ -38,6 +39,17 @@ def serve_command(python: str, studies: str | None, port: int, conf: Sequence[tu
     for key, value in conf:
         command += ["--conf", key, value]
     return command
+
+
+def start_local(python: str, studies: str | None, sample_dir: str, on_log: LogCallback) -> tuple[LocalServer, str]:
+    """Start a server on a free loopback port, on the GPU if there is one (else the bundled CPU
+    model); returns it and the message that says which."""
+    device, message = device_choice(has_gpu())
+    port = free_port()
+    server = LocalServer(serve_command(python, studies, port, [("device", device)], sample_dir=sample_dir),
+                         f"http://127.0.0.1:{port}", on_log=on_log)
+    server.start()
+    return server, message
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,5 +1,5 @@
 """Reading MONAI Label's multipart answer (JSON ``params`` part + label file part) with the standard library,
-so the module needs no requests-toolbelt in Slicer's Python."""
+so the module needs no requests-toolbelt in Slicer's Python; the JSON is read as the typed :class:`.answer.Answer`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 
+from .answer import Answer, AnswerFormatError
 from .errors import ServerFailed
 
 
 @dataclass
 class InferAnswer:
-    result: dict  # the JSON: answer, label_names, entities, geometry, timing
+    result: Answer  # the JSON: answer, label_names, entities, geometry, timing
     label: bytes | None  # the label volume file (None with ?output=json)
     label_name: str = "labels.nii.gz"
 
@@ -37,11 +38,12 @@ def parse_infer_response(content: bytes, content_type: str) -> InferAnswer:
     return InferAnswer(result, label, name)
 
 
-def _json(content: bytes) -> dict:
+def _json(content: bytes) -> Answer:
     try:
         value = json.loads(content)
     except ValueError:
         raise ServerFailed("an answer that is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ServerFailed("a JSON answer that is not an object")
-    return value
+    try:
+        return Answer.from_dict(value)
+    except AnswerFormatError as err:
+        raise ServerFailed(f"an answer this module cannot read ({err})") from None

@@ -1,5 +1,6 @@
 """An ``/infer/medisee`` answer -> what goes into the scene: one :class:`SegmentSpec` per entity and
-:class:`RoiSpec` boxes in RAS (one per slice, or one 3D ROI around an entity's slices)."""
+:class:`RoiSpec` boxes in RAS (one per slice, or one 3D ROI around an entity's slices; for a volume
+answer one 3D ROI per structure around its voxels)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .answer import Answer
 from .errors import ServerFailed
 from .geometry import LPS_TO_RAS, Geometry
 from .labels import read_label_bytes
@@ -60,58 +62,83 @@ class InferenceResult:
     geometry: Geometry
     labels: np.ndarray  # numpy (k, j, i) label values
     segments: list[SegmentSpec] = field(default_factory=list)
-    raw: dict = field(default_factory=dict)
+    response: Answer | None = None  # the server's whole answer
 
     def attributes(self) -> dict[str, str]:
-        """What is kept on the segmentation node (MRML attributes are strings): answer, scores, request."""
+        """What is kept on the segmentation node (MRML attributes are strings): answer, scores, request, and the
+        server's whole answer as JSON (``MediSee.AnswerJSON``), so a saved scene keeps everything it said."""
         scores = {s.name: round(s.score, 4) for s in self.segments}
+        response = self.response
         return {"MediSee.Query": self.query, "MediSee.Answer": self.answer, "MediSee.Axis": self.axis,
                 "MediSee.Slices": json.dumps(self.slices), "MediSee.Scores": json.dumps(scores),
-                "MediSee.Model": str(self.raw.get("model", "")), "MediSee.Timing": json.dumps(self.raw.get("timing", {}))}
+                "MediSee.Model": response.model if response else "",
+                "MediSee.Timing": json.dumps(response.timing if response else {}),
+                "MediSee.AnswerJSON": json.dumps(response.to_dict() if response else {})}
+
+
+def answer_text(result: InferenceResult) -> str:
+    """What the panel shows: the answer, then each structure's measurements (a volume answer) or
+    each segment's score and slices."""
+    lines = [result.answer or "(fast mode: masks only)", ""]
+    structures = result.response.structures if result.response else None
+    if structures:
+        lines += [f"{s.phrase}: {s.volume_ml:.1f} mL, slices {s.first_slice}-{s.last_slice} ({result.axis}), "
+                  f"score {s.score:.2f}" for s in structures]
+    else:
+        lines += [f"{s.name}: score {s.score:.2f}, slices {s.slices}" for s in result.segments] or ["No target found."]
+    return "\n".join(lines)
 
 
 def build_result(answer: InferAnswer) -> InferenceResult:
     """Label file + JSON -> segments, checked against each other (shape, label values)."""
     result = answer.result
     try:
-        geometry = Geometry.from_result(result)
-        names = {int(k): str(v) for k, v in (result.get("label_names") or {}).items()}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ServerFailed(f"an answer without its geometry or label names ({err})") from None
+        geometry = Geometry.from_answer(result)
+    except ValueError as err:
+        raise ServerFailed(f"an answer with a broken geometry ({err})") from None
     if answer.label is None:
         labels = np.zeros(geometry.shape, np.uint8)
     else:
         labels, _ = read_label_bytes(answer.label, _suffix(answer.label_name))
     if labels.shape != geometry.shape:
         raise ServerFailed(f"a label volume of shape {labels.shape} for an image of shape {geometry.shape}")
-    entities = {int(e["label"]): e for e in result.get("entities", [])}
+    entities = {e.label: e for e in result.entities}
     segments = []
-    for value, phrase in sorted(names.items()):
-        entity = entities.get(value, {})
+    for phrase, value in sorted(result.label_names.items(), key=lambda item: item[1]):
+        entity = entities.get(value)
         segments.append(SegmentSpec(
             label=value, name=phrase, color=PALETTE[(value - 1) % len(PALETTE)], mask=labels == value,
-            score=float(entity.get("score", 0.0)), slices=sorted(int(k) for k in entity.get("slices", {})), code=code_for(phrase)))
-    return InferenceResult(query=str(result.get("query", "")), answer=str(result.get("answer", "")),
-                           axis=str(result.get("axis", "axial")), slices=[int(s) for s in result.get("slices", [])],
-                           geometry=geometry, labels=labels, segments=segments, raw=result)
+            score=entity.score if entity else 0.0, slices=sorted(int(k) for k in entity.slices) if entity else [],
+            code=code_for(phrase)))
+    return InferenceResult(query=result.query, answer=result.answer, axis=result.axis, slices=list(result.slices),
+                           geometry=geometry, labels=labels, segments=segments, response=result)
 
 
 def roi_specs(result: InferenceResult, per_slice: bool = True) -> list[RoiSpec]:
-    """The entities' boxes in RAS: one ROI per entity and slice, or one 3D ROI per entity around its slices."""
+    """The entities' boxes in RAS: for a volume answer one 3D ROI per structure around its voxels;
+    otherwise one ROI per entity and slice, or one 3D ROI per entity around its slices."""
     geometry, rois = result.geometry, []
+    if result.response is not None and result.response.structures:
+        return [_roi(geometry, s.phrase, s.label, _voxel_bounds(s.bounds_ijk), None) for s in result.response.structures]
     normal, row, column = geometry.plane_axes(result.axis)
-    for entity in result.raw.get("entities", []):
-        boxes = {int(k): v["box"] for k, v in entity.get("slices", {}).items()}
+    for entity in result.response.entities if result.response else []:
+        boxes = {int(k): found.box for k, found in entity.slices.items()}
         if not boxes:
             continue
         bounds = {k: _numpy_bounds(k, box, normal, row, column) for k, box in sorted(boxes.items())}
         if per_slice:
-            rois += [_roi(geometry, f"{entity['phrase']} (slice {k})", int(entity["label"]), b, k) for k, b in bounds.items()]
+            rois += [_roi(geometry, f"{entity.phrase} (slice {k})", entity.label, b, k) for k, b in bounds.items()]
         else:
             stacked = np.stack(list(bounds.values()))
             union = np.stack([stacked[:, :, 0].min(axis=0), stacked[:, :, 1].max(axis=0)], axis=1)
-            rois.append(_roi(geometry, str(entity["phrase"]), int(entity["label"]), union, None))
+            rois.append(_roi(geometry, entity.phrase, entity.label, union, None))
     return rois
+
+
+def _voxel_bounds(bounds_ijk: list[int]) -> np.ndarray:
+    """(3, 2) continuous numpy-order bounds around voxels ``[i0, j0, k0, i1, j1, k1]`` (inclusive)."""
+    low, high = np.asarray(bounds_ijk[:3], float), np.asarray(bounds_ijk[3:], float)
+    return np.stack([low - 0.5, high + 0.5], axis=1)[::-1]
 
 
 def _numpy_bounds(index: int, box: list[float], normal: int, row: int, column: int) -> np.ndarray:

@@ -6,6 +6,7 @@ slice indices along an anatomical axis and in-plane pixel coordinates (x = colum
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,27 @@ def request_params(query: str, scope: Scope, *, volume_selected: bool = True, bo
     if mode:
         params["mode"] = mode
     return params
+
+
+def panel_request(geometry: Geometry, query: str, scope: Scope, roi_corners: np.ndarray | None = None,
+                  point_ras: np.ndarray | None = None) -> dict[str, Any]:
+    """A question's params from the panel: its scope, and a box (an ROI's RAS corners) and/or a point
+    (RAS) drawn on one slice, which becomes the prompts' slice."""
+    box = point = prompt_slice = None
+    if roi_corners is not None:
+        box, prompt_slice = box_prompt(geometry, scope.axis, roi_corners), slice_index_at(geometry, scope.axis, roi_corners.mean(axis=0))
+    if point_ras is not None:
+        point, prompt_slice = point_prompt(geometry, scope.axis, point_ras)
+    return request_params(query, scope, box=box, point=point, prompt_slice=prompt_slice)
+
+
+def parse_history(stored: Any) -> list[str]:
+    """The query history as kept in the settings (JSON text); anything unreadable is no history."""
+    try:
+        history = json.loads(stored)
+    except (TypeError, ValueError):
+        return []
+    return [str(q) for q in history] if isinstance(history, list) else []
 
 
 def remember(history: list[str], query: str, limit: int = 20) -> list[str]:

@@ -21,6 +21,14 @@ def image_id_for(name: str) -> str:
     return cleaned or "slicer-volume"
 
 
+def models_text(info: dict) -> str:
+    """The connected server's MediSee model (device, precision) and its other models, in one line."""
+    models = info.get("models") or {}
+    model = (models.get("medisee") or {}).get("medisee", {})
+    others = [name for name in models if name != "medisee"]
+    return f"medisee ({model.get('device', '?')}, {model.get('precision', '?')})" + (f"; also: {', '.join(others)}" if others else "")
+
+
 def ask(client: MediSeeClient, image_id: str, params: dict) -> InferenceResult:
     """One question about a server-side image -> segments and geometry."""
     return build_result(client.infer(image_id, params))
@@ -33,6 +41,10 @@ def submit_label(client: MediSeeClient, image_id: str, labels: np.ndarray, geome
     unnamed = painted - set(label_names)
     if unnamed:
         raise MediSeeError(f"Label values {sorted(unnamed)} have no segment name: name every segment before submitting.")
+    names = [n for v, n in label_names.items() if v in painted]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MediSeeError(f"Several segments are named {', '.join(repeated)}: give each segment its own name before submitting.")
     with tempfile.TemporaryDirectory(prefix="medisee-submit-") as folder:
         path = write_label(labels, geometry, Path(folder) / f"{image_id}.nii.gz")
         return client.save_label(image_id, path, query, {v: n for v, n in label_names.items() if v in painted})

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from ..config import PRESETS, MediSeeConfig, preset
+from ..memory import memory_table
 from ..model.medisee import MediSeeModel
 from ..model.trainable import configure_trainable, count_parameters
 
@@ -20,6 +21,8 @@ def register(commands) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="'default' or the path of a MediSee checkpoint folder")
     source.add_argument("--preset", choices=sorted(PRESETS), help="a named architecture, without weights")
+    parser.add_argument("--memory", action="store_true",
+                        help="also the memory each precision needs (fp32, bf16, 8-bit, 4-bit), from the parameter counts")
     parser.set_defaults(run=run)
 
 
@@ -82,12 +85,16 @@ def run(args: argparse.Namespace) -> int:
         with torch.device("meta"):
             model = MediSeeModel(config, ids)
         print(describe(config, model, f"MediSee preset {args.preset} (architecture only, no weights)"))
+        if args.memory:
+            print(memory_table(model, config))
         return 0
     from ..models import load_model
 
     loaded = load_model(args.model)
     title = f"MediSee model {loaded.name}" + ("" if loaded.trained else " [UNTRAINED]")
     print(describe(loaded.bundle.config, loaded.bundle.model, title))
+    if args.memory:
+        print(memory_table(loaded.bundle.model, loaded.bundle.config))
     if loaded.note:
         print(f"  note: {loaded.note}")
     return 0

@@ -1,6 +1,6 @@
 """``medisee predict``: one question about an image or a series, answered into a folder.
 
-Writes ``result.json`` (answer, entities with phrase, box, score, slice and mask file),
+Writes ``result.json`` (``medisee.answer.Answer``, the server's JSON plus the files written),
 the masks (NIfTI aligned with the input for DICOM and volumes, PNG for 2D images) and
 ``overlay.png`` for a person to look at."""
 
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..answer import OutputFiles, build_answer
 from ..atomic import write_json
 from ..imaging import AXES, MedicalImage, read_image, write_mask, write_overlay_png
+from ..models import PRECISIONS
 from ..predictor import MODES, Predictor, validate_query
 from ..study import LANGUAGE_SLICES, StudyAnswer, StudyQuestion, ask_study
 
@@ -48,6 +50,9 @@ def register(commands) -> None:
                         "data; `medisee info` shows it)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                        help="weights' precision (default: as stored); 8bit/4bit need a CUDA GPU and bitsandbytes "
+                        "(`medisee info --model M --memory` shows what each needs)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.set_defaults(run=run)
 
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                              box=args.box, point=args.point, window=args.window, mode=args.mode,
                              language_slices=args.language_slices)
     validate_query(question.query)  # before the model loads
-    loaded = load_model(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device, precision=args.precision)
     if not loaded.trained:
         log.warning("model %s is untrained: %s", loaded.name, loaded.note)
     predictor = Predictor(loaded.bundle, score_threshold=args.threshold, batch_size=args.batch_size)
@@ -83,44 +88,27 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_outputs(out, image, study)
-    summary = {
-        "model": loaded.name,
-        "model_trained": loaded.trained,
-        "image": str(args.image),
-        "image_shape": list(image.shape),
-        "query": args.query.strip(),
-        "mode": args.mode,
-        "axis": study.axis,
-        "slices": study.slices,
-        "answer": study.answer,
-        "answers": [{"slice": p.slice_index, "answer": p.answer} for p in study.predictions],
-        "entities": [e | {"mask_file": files["entity_masks"][e["label"]]} for e in study.entities],
-        "label_names": {str(k): v for k, v in study.label_names.items()},
-        "volume_entities": [v.summary() for v in study.volume_entities],
-        "labels_file": files["labels"],
-        "overlay": files["overlay"],
-        "seconds": round(study.timings["total_s"], 3),
-    }
-    write_json(out / "result.json", summary)
-    found = len(study.entities)
-    print(f"answer: {summary['answer'] or '(no text)'}")
+    answer = build_answer(study, image, query=args.query, mode=args.mode, model=loaded.name, model_trained=loaded.trained,
+                          image_path=str(args.image), files=write_outputs(out, image, study))
+    write_json(out / "result.json", answer.to_dict())
+    found = len(answer.entities)
+    print(f"answer: {answer.answer or '(no text)'}")
     print(f"entities: {found}" + ("" if found else " (no target found)") + f"; results in {out}/result.json")
     for structure in study.volume_entities:
         print(f"  {structure.phrase}: slices {structure.first_slice}-{structure.last_slice}, {structure.volume_ml:.1f} mL")
     return 0
 
 
-def write_outputs(out: Path, image: MedicalImage, study: StudyAnswer) -> dict:
+def write_outputs(out: Path, image: MedicalImage, study: StudyAnswer) -> OutputFiles:
     """Label file, one binary mask file per entity label, and the overlay PNG."""
     suffix = ".png" if image.ndim == 2 else ".nii.gz"
     labels_name = "labels" + suffix
     write_mask(study.labels, image, out / labels_name)
-    entity_masks = {}
+    masks = {}
     for label, phrase in study.label_names.items():
         name = f"mask-{label}-{_slug(phrase)}{suffix}"
         write_mask((study.labels == label).astype(np.uint8), image, out / name)
-        entity_masks[label] = name
+        masks[str(label)] = name
     # the overlay shows the slice with the most segmented pixels (the first one when none)
     areas = [sum(int(e.mask.sum()) for e in p.entities) for p in study.predictions]
     best = int(np.argmax(areas)) if any(areas) else 0
@@ -129,7 +117,7 @@ def write_outputs(out: Path, image: MedicalImage, study: StudyAnswer) -> dict:
         study.planes[best], [e.mask for e in shown.entities], [e.box for e in shown.entities],
         [f"{e.phrase} ({e.score:.2f})" for e in shown.entities], out / "overlay.png",
     )
-    return {"labels": labels_name, "entity_masks": entity_masks, "overlay": "overlay.png", "overlay_slice": study.slices[best]}
+    return OutputFiles(labels=labels_name, overlay="overlay.png", overlay_slice=study.slices[best], masks=masks)
 
 
 def _slug(text: str) -> str:

@@ -89,6 +89,41 @@ class Correction:
         self.query = (self.query or "").strip()
 
 
+def label_names_of(info: dict) -> dict[int, str]:
+    """What a submitted label's values are called, from the label info a client sent, as
+    {value: phrase} ({} when it names none). Three shapes are read:
+
+    * ``label_names`` as MONAI Label names them, phrase -> value (``{"liver": 1}``; ours too);
+    * ``label_names`` value -> phrase (``{"1": "liver"}``), as MediSee's module sent it before;
+    * ``label_info``, the list MONAI Label's Slicer plugin sends (``[{"name": "liver", "idx": 1}]``):
+      the plugin exports the segments it lists as label values 1..N in list order, so the
+      position, not ``idx`` (which counts the segments it skipped), is the value.
+    """
+    names, listed = info.get("label_names"), info.get("label_info")
+    if names is None and listed is None:
+        return {}
+    if names is not None:
+        if not isinstance(names, dict) or not names:
+            raise DataError('label_names must map phrases to label values, e.g. {"liver": 1}')
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in names.values()):
+            pairs = [(v, k) for k, v in names.items()]
+        elif all(isinstance(k, str) and k.strip().isdigit() and isinstance(v, str) for k, v in names.items()):
+            pairs = [(int(k), v) for k, v in names.items()]
+        else:
+            raise DataError('label_names must map phrases to label values, e.g. {"liver": 1}')
+    else:
+        if not isinstance(listed, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in listed):
+            raise DataError('label_info must list the segments saved, e.g. [{"name": "liver"}]')
+        pairs = [(position + 1, entry["name"]) for position, entry in enumerate(listed)]
+    values = [v for v, _ in pairs]
+    if len(set(values)) != len(values):
+        raise DataError(f"label_names gives one label value several names: {sorted(v for v in set(values) if values.count(v) > 1)}")
+    for value, phrase in pairs:
+        if value < 0 or not isinstance(phrase, str) or not phrase.strip():
+            raise DataError(f"label value {value} needs a non-empty phrase and a value of 0 or more")
+    return {value: phrase.strip() for value, phrase in pairs if value}
+
+
 def study_name(path: str | Path) -> str:
     """A file-system-safe name for a study from its image path ("ct_007.nii.gz" -> "ct-007")."""
     name = Path(path).name

@@ -65,7 +65,8 @@ class MediSee:
         if config.visual_tags or config.query_tags:
             words = [*config.patch_classes, "No"]
             self.model.set_tag_words([tokenizer(w, add_special_tokens=False)["input_ids"] for w in words])
-        self.prompts = PromptEncoder(tokenizer, config.num_image_slot_tokens, placeholder_id=tokenizer.unk_token_id or 0)
+        self.prompts = PromptEncoder(tokenizer, config.num_image_slot_tokens, placeholder_id=tokenizer.unk_token_id or 0,
+                                     prompt_format=config.prompt_format)
 
     @property
     def device(self) -> torch.device:
@@ -81,11 +82,13 @@ class MediSee:
         and original sizes."""
         sam_cfg, clip_cfg = self.config.sam, self.config.clip
         sam, clip, resized, original = [], [], [], []
+        resize = self.config.image_resize
         for image in images:
             rgb = to_rgb_tensor(image).unsqueeze(0)
-            pixels, size = sam_preprocess(rgb, sam_cfg.image_size, sam_cfg.mean, sam_cfg.std)
+            pixels, size = sam_preprocess(rgb, sam_cfg.image_size, sam_cfg.mean, sam_cfg.std, resize)
             sam.append(pixels)
-            clip.append(clip_preprocess(rgb, clip_cfg.image_size, clip_cfg.mean, clip_cfg.std, clip_cfg.pad_to_square))
+            clip.append(clip_preprocess(rgb, clip_cfg.image_size, clip_cfg.mean, clip_cfg.std, clip_cfg.pad_to_square,
+                                        resize))
             resized.append(size)
             original.append(tuple(rgb.shape[-2:]))
         device, dtype = self.device, self.dtype

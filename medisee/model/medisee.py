@@ -275,8 +275,10 @@ class MediSeeModel(nn.Module):
         clip = self.config.clip
         moved_boxes, moved_points = [], []
         for row, size in enumerate(sizes):
-            moved_boxes.append(to_clip_frame(boxes[row].view(2, 2), size, clip.image_size, clip.pad_to_square).view(4))
-            moved_points.append(to_clip_frame(points[row], size, clip.image_size, clip.pad_to_square))
+            resize = self.config.image_resize
+            moved_boxes.append(to_clip_frame(boxes[row].view(2, 2), size, clip.image_size, clip.pad_to_square,
+                                             resize).view(4))
+            moved_points.append(to_clip_frame(points[row], size, clip.image_size, clip.pad_to_square, resize))
         return torch.stack(moved_boxes), torch.stack(moved_points)
 
     # -- candidate tokens -----------------------------------------------------------------
@@ -345,11 +347,9 @@ class MediSeeModel(nn.Module):
             [[images.resized[i][1], images.resized[i][0]] for i in image_of_group.tolist()],
             dtype=outputs.boxes.dtype, device=outputs.boxes.device,
         )  # (G, 2) as (w, h) of the resized image
-        boxes_norm = cxcywh_to_xyxy(outputs.boxes)
-        if prompt_boxes is not None:  # rows of NaN keep the predicted box
-            prompt_boxes = prompt_boxes.to(boxes_norm)
-            boxes_norm = torch.where(torch.isnan(prompt_boxes), boxes_norm, prompt_boxes)
-        boxes = boxes_norm * scale.repeat(1, 2)
+        sam = self.config.sam
+        frame = scale if sam.box_prompt_frame == "image" else torch.full_like(scale, sam.image_size)
+        boxes = box_prompts(outputs.boxes, prompt_boxes, frame, sam.box_prompt_dtype)
         points = None if prompt_points is None else prompt_points.to(scale) * scale.unsqueeze(1)
         fine = None if images.fine is None else images.fine[image_of_group]
         low_res, _ = self.mask_head.decode(images.sam[image_of_group], outputs.seg_embeddings, boxes, points, fine)
@@ -395,6 +395,27 @@ class MediSeeModel(nn.Module):
         prompt_points = clicks_on_first_groups(referring_points, groups.rows)
         outputs = self.predict_masks(images, image_index[groups.rows], outputs, prompt_boxes, prompt_points)
         return ForwardOutputs(hidden=hidden, groups=groups, outputs=outputs, image_index=image_index)
+
+
+def box_prompts(predicted: torch.Tensor, given: torch.Tensor | None, scale: torch.Tensor,
+                dtype: str | None) -> torch.Tensor:
+    """(G, 4) xyxy box prompts in SAM input pixels: the predicted (cx, cy, w, h) boxes, or
+    the ``given`` normalised xyxy ones (NaN rows keep the prediction), times ``scale`` (G, 2)
+    as (w, h). With ``dtype`` ("bfloat16", the reference) the scaled (cx, cy, w, h) box is
+    cast to it in float32 and its corners are computed in it, as the reference does."""
+    if dtype is None:
+        boxes = cxcywh_to_xyxy(predicted)
+        if given is not None:
+            given = given.to(boxes)
+            boxes = torch.where(torch.isnan(given), boxes, given)
+        return boxes * scale.repeat(1, 2)
+    low = getattr(torch, dtype)
+    factor = scale.float().repeat(1, 2)
+    boxes = cxcywh_to_xyxy((predicted.float() * factor).to(low))
+    if given is not None:
+        given = (given.float() * factor).to(low)
+        boxes = torch.where(torch.isnan(given), boxes, given)
+    return boxes
 
 
 STABILITY_OFFSET = 1.0  # logits, as segment-anything's automatic mask generator

@@ -1,7 +1,10 @@
 """Image preprocessing for the two vision branches (SAM/MedSAM and CLIP).
 
 Inputs are display-ready uint8 images (already windowed): tensors of shape (B, 3, H, W).
-Everything runs in torch so a batch of slices is prepared in one call.
+Two ways to resize (``MediSeeConfig.image_resize``): "torch" (ours: float, antialiased,
+a batch in one call) or "pil" (the reference: uint8 PIL resizes, bilinear as
+segment-anything's ``ResizeLongestSide``, bicubic as the CLIP image processor, with their
+size arithmetic), so the released weights see the pixels they were trained on.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 
@@ -19,16 +23,26 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
+def pil_resize(images: torch.Tensor, size: tuple[int, int], resample: Image.Resampling) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, h, w), each image resized by PIL."""
+    out = [np.asarray(Image.fromarray(image.permute(1, 2, 0).numpy()).resize((size[1], size[0]), resample))
+           for image in images.cpu()]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
 def sam_preprocess(
-    images: torch.Tensor, long_side: int, mean: tuple[float, ...], std: tuple[float, ...]
+    images: torch.Tensor, long_side: int, mean: tuple[float, ...], std: tuple[float, ...], resize: str = "torch"
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize the longest side to ``long_side``, normalise on the 0-255 scale, zero-pad
     bottom/right to a square. Returns the pixels and the resized (h, w) before padding."""
     _, _, h, w = images.shape
     new_h, new_w = resized_shape(h, w, long_side)
-    x = images.float()
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    if resize == "pil":
+        x = pil_resize(images, (new_h, new_w), Image.Resampling.BILINEAR).float()
+    else:
+        x = images.float()
+        if (new_h, new_w) != (h, w):
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     x = (x - mean_t) / std_t
@@ -37,10 +51,13 @@ def sam_preprocess(
 
 
 def clip_preprocess(
-    images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...], pad_to_square: bool
+    images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...], pad_to_square: bool,
+    resize: str = "torch",
 ) -> torch.Tensor:
     """CLIP input at ``size``: pad to a square with the mean colour (LLaVA's expand2square),
     or resize the short side and centre-crop as the CLIP processor does."""
+    if resize == "pil":
+        return _clip_preprocess_pil(images, size, mean, std, pad_to_square)
     x = images.float() / 255.0
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
@@ -52,17 +69,47 @@ def clip_preprocess(
         canvas[:, :, top : top + h, left : left + w] = x
         x = canvas
     else:
-        scale = size / min(h, w)
-        x = F.interpolate(
-            x, size=(max(size, round(h * scale)), max(size, round(w * scale))),
-            mode="bicubic", align_corners=False, antialias=True,
-        )
+        x = F.interpolate(x, size=clip_resized_shape(h, w, size, "torch"), mode="bicubic", align_corners=False,
+                          antialias=True)
         _, _, h2, w2 = x.shape
         top, left = (h2 - size) // 2, (w2 - size) // 2
         x = x[:, :, top : top + size, left : left + size]
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return (x.clamp(0, 1) - mean_t) / std_t
+
+
+def _clip_preprocess_pil(
+    images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...], pad_to_square: bool
+) -> torch.Tensor:
+    """The reference's CLIP input: (LLaVA's expand2square with the mean colour, then) the
+    CLIP image processor: PIL bicubic resize of the short side to ``size`` (the long side
+    truncated), centre crop, rescale in float64, normalise in float32."""
+    if pad_to_square:
+        _, _, h, w = images.shape
+        side = max(h, w)
+        fill = torch.tensor([int(m * 255) for m in mean], dtype=torch.uint8).view(1, 3, 1, 1)
+        canvas = fill.expand(images.shape[0], 3, side, side).clone()
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[:, :, top : top + h, left : left + w] = images
+        images = canvas
+    _, _, h, w = images.shape
+    new_h, new_w = clip_resized_shape(h, w, size, "pil")
+    x = pil_resize(images, (new_h, new_w), Image.Resampling.BICUBIC)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    x = (x[:, :, top : top + size, left : left + size].double() * (1 / 255)).float()
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def clip_resized_shape(h: int, w: int, size: int, resize: str) -> tuple[int, int]:
+    """(h, w) after the short side is resized to ``size``: the long side rounded (ours) or
+    truncated (the CLIP image processor, "pil")."""
+    if resize == "pil":
+        return (int(size * h / w), size) if w <= h else (size, int(size * w / h))
+    scale = size / min(h, w)
+    return max(size, round(h * scale)), max(size, round(w * scale))
 
 
 def postprocess_masks(
@@ -86,7 +133,8 @@ def to_rgb_tensor(image_u8) -> torch.Tensor:
     return t.permute(2, 0, 1).contiguous()
 
 
-def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pad_to_square: bool) -> torch.Tensor:
+def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pad_to_square: bool,
+                  resize: str = "torch") -> torch.Tensor:
     """(..., 2) normalised (x, y) of an (h, w) image -> normalised (x, y) on the CLIP input
     canvas, following ``clip_preprocess`` (centred padding, or resize + centre crop), so
     prompts and CLIP patches share one frame."""
@@ -95,8 +143,7 @@ def to_clip_frame(coords: torch.Tensor, original: tuple[int, int], size: int, pa
         side = max(h, w)
         offset = coords.new_tensor([(side - w) // 2, (side - h) // 2])
         return (offset + coords * coords.new_tensor([w, h])) / side
-    scale = size / min(h, w)
-    h2, w2 = max(size, round(h * scale)), max(size, round(w * scale))
+    h2, w2 = clip_resized_shape(h, w, size, resize)
     offset = coords.new_tensor([(w2 - size) // 2, (h2 - size) // 2])
     return (coords * coords.new_tensor([w2, h2]) - offset) / size
 

@@ -58,6 +58,17 @@ class MaskHead(nn.Module):
         """(B, prompt_dim / 8, S/2, S/2) fine features, or None without the stem."""
         return None if self.fine_stem is None else self.fine_stem(pixel_values)
 
+    def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 2, C) corner embeddings as segment-anything computes them for boxes in a low
+        precision (the reference's bfloat16): the pixel-centre shift and the normalisation in
+        the boxes' dtype, the positional encoding from float32 coordinates on."""
+        encoder = self.sam.prompt_encoder
+        coords = ((boxes + 0.5) / self.config.image_size).float().reshape(-1, 1, 2, 2)
+        corners = encoder.shared_embedding(coords)
+        corners[:, :, 0, :] += encoder.point_embed[2].weight
+        corners[:, :, 1, :] += encoder.point_embed[3].weight
+        return corners
+
     def decode(
         self,
         image_embeddings: torch.Tensor,
@@ -84,7 +95,8 @@ class MaskHead(nn.Module):
             points = torch.nan_to_num(points_xy, nan=0.0)
             parts.append(encoder._embed_points(points.unsqueeze(1), labels.unsqueeze(1), pad=False))
         if boxes_xyxy is not None:
-            parts.append(encoder._embed_boxes(boxes_xyxy.unsqueeze(1).to(seg_embeddings.dtype)))
+            parts.append(self._embed_boxes(boxes_xyxy) if self.config.box_prompt_dtype is not None
+                         else encoder._embed_boxes(boxes_xyxy.unsqueeze(1).to(seg_embeddings.dtype)))
         parts.append(seg_embeddings[:, None, None, :])
         sparse = torch.cat([p.to(seg_embeddings.dtype) for p in parts], dim=2)
         n = seg_embeddings.shape[0]

@@ -23,6 +23,8 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from medisee.atomic import copy_file, write_text
+from medisee.data.corrections import label_names_of
+from medisee.data.records import DataError
 from medisee.imaging import read_image
 
 from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNPROCESSABLE, ClientError, client_errors
@@ -142,7 +144,8 @@ def check_id(value: str, what: str) -> None:
 
 def check_label(array: np.ndarray, label_shape: tuple[int, ...], image_shape: tuple[int, ...], info: dict[str, Any] | None) -> None:
     """A label must be the image's shape, hold non-negative integers, and name its values
-    (``label_names``) when it carries any; the retraining reads those names."""
+    when it carries names (``label_names`` either way round, or the stock Slicer plugin's
+    ``label_info``); the retraining reads those names."""
     if tuple(label_shape) != tuple(image_shape):
         raise ClientError(UNPROCESSABLE, f"the label's shape {tuple(label_shape)} differs from the image's {tuple(image_shape)}")
     if not np.issubdtype(array.dtype, np.integer):
@@ -150,11 +153,12 @@ def check_label(array: np.ndarray, label_shape: tuple[int, ...], image_shape: tu
             raise ClientError(UNPROCESSABLE, "the label holds fractional values: send integer label values (0 = background)")
     if array.size and array.min() < 0:
         raise ClientError(UNPROCESSABLE, "the label holds negative values: send integer label values (0 = background)")
-    names = (info or {}).get("label_names")
-    if names is None:
+    if not {"label_names", "label_info"} & set(info or {}):
         return
-    if not isinstance(names, dict) or not all(str(k).isdigit() and isinstance(v, str) and v.strip() for k, v in names.items()):
-        raise ClientError(UNPROCESSABLE, 'label_names must map label values to phrases, e.g. {"1": "liver"}')
-    unnamed = sorted({int(v) for v in np.unique(array) if v} - {int(k) for k in names})
+    try:
+        names = label_names_of(info)
+    except DataError as err:
+        raise ClientError(UNPROCESSABLE, str(err)) from None
+    unnamed = sorted({int(v) for v in np.unique(array) if v} - set(names))
     if unnamed:
-        raise ClientError(UNPROCESSABLE, f"label value(s) {unnamed} have no entry in label_names")
+        raise ClientError(UNPROCESSABLE, f"label value(s) {unnamed} have no name in label_names (or label_info)")

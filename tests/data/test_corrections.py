@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from medisee.data import DataError
-from medisee.data.corrections import Correction, correction_records, study_name
+from medisee.data.corrections import Correction, correction_records, label_names_of, study_name
 from medisee.data.demo.ct_phantom import generate_phantom
 from medisee.data.loader import load_image, load_mask, to_training_sample
 from medisee.data.mlmr import mask_bbox, read_mlmr_jsonl, write_mlmr_jsonl
@@ -170,6 +170,30 @@ def test_bad_label_names_are_refused(study, names, message):
     image_path, label_path, _ = study
     with pytest.raises(DataError, match=message):
         Correction(image_path, label_path, names)
+
+
+@pytest.mark.parametrize("info, names", [
+    ({"label_names": {"liver": 1, "spleen": 2}}, {1: "liver", 2: "spleen"}),  # MONAI Label's way round
+    ({"label_names": {"1": "liver", "2": " spleen "}}, {1: "liver", 2: "spleen"}),  # MediSee's module before
+    ({"label_names": {"background": 0, "liver": 1}}, {1: "liver"}),
+    # MONAI Label's Slicer plugin: idx counts a skipped "background" segment, the exported values do not
+    ({"label_info": [{"name": "liver", "idx": 2}, {"name": "spleen", "idx": 3}]}, {1: "liver", 2: "spleen"}),
+    ({"query": "Where is the liver?"}, {}),
+])
+def test_label_names_are_read_in_every_shape_clients_send(info, names):
+    assert label_names_of(info) == names
+
+
+@pytest.mark.parametrize("info, message", [
+    ({"label_names": {"liver": 1, "spleen": 1}}, "one label value several names: \\[1\\]"),
+    ({"label_names": {"liver": "one"}}, "must map phrases to label values"),
+    ({"label_names": ["liver"]}, "must map phrases to label values"),
+    ({"label_names": {"  ": 1}}, "needs a non-empty phrase"),
+    ({"label_info": [{"idx": 1}]}, "label_info must list the segments saved"),
+])
+def test_label_names_that_cannot_be_read_are_refused(info, message):
+    with pytest.raises(DataError, match=message):
+        label_names_of(info)
 
 
 def test_unreadable_files_fractional_labels_and_empty_labels(study, tmp_path):

@@ -70,11 +70,11 @@ def test_boxes_become_rois_in_ras(series_answer):
     series, result = series_answer
     image = read_series(series)
     per_slice = roi_specs(result, per_slice=True)
-    entity = result.raw["entities"][0]
-    assert len([r for r in per_slice if r.label == entity["label"]]) == len(entity["slices"])
-    index, found = next(iter(entity["slices"].items()))
-    roi = next(r for r in per_slice if r.label == entity["label"] and r.slice == int(index))
-    x0, y0, x1, y1 = found["box"]  # axial: x = column (i), y = row (j); pixel edges
+    entity = result.response.entities[0]
+    assert len([r for r in per_slice if r.label == entity.label]) == len(entity.slices)
+    index, found = next(iter(entity.slices.items()))
+    roi = next(r for r in per_slice if r.label == entity.label and r.slice == int(index))
+    x0, y0, x1, y1 = found.box  # axial: x = column (i), y = row (j); pixel edges
     expected = [np.array(image.TransformContinuousIndexToPhysicalPoint([x - 0.5, y - 0.5, int(index) + dz]))
                 * [-1, -1, 1] for x in (x0, x1) for y in (y0, y1) for dz in (-0.5, 0.5)]
     corners = roi.corners()
@@ -82,10 +82,10 @@ def test_boxes_become_rois_in_ras(series_answer):
         assert np.min(np.linalg.norm(corners - point, axis=1)) < 1e-3
     assert box_prompt(result.geometry, "axial", corners) == pytest.approx([x0, y0, x1, y1], abs=0.02)
 
-    whole = next(r for r in roi_specs(result, per_slice=False) if r.label == entity["label"])
+    whole = next(r for r in roi_specs(result, per_slice=False) if r.label == entity.label)
     assert whole.slice is None
     low, high = whole.corners().min(axis=0), whole.corners().max(axis=0)
-    for part in (r for r in per_slice if r.label == entity["label"]):
+    for part in (r for r in per_slice if r.label == entity.label):
         assert np.all(part.corners().min(axis=0) >= low - 1e-6) and np.all(part.corners().max(axis=0) <= high + 1e-6)
 
 

@@ -94,9 +94,9 @@ def test_a_4xx_carries_the_servers_detail():
 def test_a_5xx_or_an_unreadable_answer_is_a_server_failure():
     with fake_server(500) as url, pytest.raises(ServerFailed):
         MediSeeClient(url).infer("ct-a", {"query": "liver?"})
-    with fake_server(200) as url, pytest.raises(ServerFailed) as caught:  # JSON without geometry is not an answer
+    with fake_server(200) as url, pytest.raises(ServerFailed) as caught:  # JSON that is not an answer, named
         ask(MediSeeClient(url), "ct-a", {"query": "liver?"})
-    assert "geometry" in caught.value.user_message
+    assert "cannot read (answer: the field 'schema_version' is missing)" in caught.value.user_message
 
 
 def test_empty_query_and_no_volume_are_caught_before_sending():

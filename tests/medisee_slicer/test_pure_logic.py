@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from MediSeeLib.errors import OutsideVolume
+from MediSeeLib.errors import EmptyQuery, OutsideVolume, ServerFailed
 from MediSeeLib.geometry import Geometry
 from MediSeeLib.install import canonical, device_choice, plan_install, read_requirements
-from MediSeeLib.jobs import BackgroundCall
+from MediSeeLib.jobs import BackgroundCall, PanelCalls
 from MediSeeLib.local_server import serve_command
 from MediSeeLib.multipart import parse_infer_response
-from MediSeeLib.scope import Scope, box_prompt, point_prompt, remember, request_params, slice_index_at, view_axis
+from MediSeeLib.scope import (Scope, box_prompt, panel_request, parse_history, point_prompt, remember, request_params,
+                              slice_index_at, view_axis)
 from MediSeeLib.terminology import code_for, terminology_entry
-from MediSeeLib.workflow import image_id_for
+from MediSeeLib.workflow import image_id_for, models_text
 
 
 # a sagittally stored, oblique-free volume: numpy (k, j, i) with i along A-P, j along S-I, k along L-R
@@ -94,6 +96,8 @@ def test_the_install_plan_never_replaces_what_slicer_ships():
     assert "2 package(s)" in plan.summary() and canonical("Requests_Toolbelt") == "requests-toolbelt"
     lock = read_requirements(Path(__file__).resolve().parents[2] / "requirements.lock")
     assert "monailabel==0.8.5" in lock and not any(line.startswith("#") for line in lock)
+    # Slicer's own libraries (as pip packages, for the tests' real MRML) stay out of what goes into Slicer's Python
+    assert not {canonical(line.split("==")[0]) for line in lock} & {"vtk", "slicer-core", "trame-slicer", "slicer-layer-dm"}
 
 
 def test_the_device_message_says_cpu_or_gpu():
@@ -101,12 +105,56 @@ def test_the_device_message_says_cpu_or_gpu():
     assert device_choice(False) == ("cpu", device_choice(False)[1]) and "CPU model" in device_choice(False)[1]
 
 
+ANSWER = {"schema_version": 1, "query": "liver?", "mode": "fast", "model": "default", "answer": "Sure", "answers": [],
+          "axis": "axial", "slices": [3], "label_names": {"liver": 1}, "entities": [], "image_shape": [8, 96, 96],
+          "spacing": [3, 3, 25], "origin": [0, 0, 0], "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1], "timing": {}}
+
+
 def test_a_multipart_answer_is_split_into_json_and_label():
     body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"params\"\r\nContent-Type: application/json\r\n\r\n"
-            + json.dumps({"answer": "Sure"}).encode() + b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; "
+            + json.dumps(ANSWER).encode() + b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; "
             b"filename=\"labels.nii.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n\x1f\x8b\x00\r\n\x01\r\n--XyZ--\r\n")
     answer = parse_infer_response(body, "multipart/form-data; boundary=XyZ")
-    assert answer.result == {"answer": "Sure"} and answer.label == b"\x1f\x8b\x00\r\n\x01" and answer.label_name == "labels.nii.gz"
+    assert answer.result.answer == "Sure" and answer.result.label_names == {"liver": 1} and answer.result.spacing == [3.0, 3.0, 25.0]
+    assert answer.label == b"\x1f\x8b\x00\r\n\x01" and answer.label_name == "labels.nii.gz"
+
+
+def test_an_answer_the_module_cannot_read_is_a_server_failure_naming_the_field():
+    with pytest.raises(ServerFailed, match="cannot read.*label_names.*missing"):
+        parse_infer_response(json.dumps({k: v for k, v in ANSWER.items() if k != "label_names"}).encode(), "application/json")
+    with pytest.raises(ServerFailed, match="newer than this reader"):
+        parse_infer_response(json.dumps(ANSWER | {"schema_version": 99}).encode(), "application/json")
+
+
+def test_the_panel_request_puts_box_and_point_prompts_on_their_slice():
+    corners = AXIAL.to_ras(np.array([[x, y, z] for x in (9.5, 29.5) for y in (19.5, 49.5) for z in (2, 3)]))
+    params = panel_request(AXIAL, "liver?", Scope("all", "axial"), roi_corners=corners)
+    assert params == {"query": "liver?", "slice": "all", "axis": "axial", "box": [10.0, 20.0, 30.0, 50.0], "prompt_slice": 2}
+    params = panel_request(AXIAL, "liver?", Scope("slice", "axial", 6), point_ras=AXIAL.to_ras([12, 40, 6]))
+    assert params["point"] == [12.5, 40.5] and params["prompt_slice"] == 6
+    assert parse_history('["a", "b"]') == ["a", "b"] and parse_history("{broken") == [] and parse_history(None) == []
+
+
+def test_the_panel_texts_name_the_segments_and_the_models():
+    info = {"models": {"medisee": {"medisee": {"device": "cpu", "precision": "fp32"}}, "medisee_segment": {}}}
+    assert models_text(info) == "medisee (cpu, fp32); also: medisee_segment"
+
+
+def test_panel_calls_hand_values_to_the_main_thread_and_errors_as_one_line():
+    errors, busy, values = [], [], []
+    calls = PanelCalls(on_error=errors.append, on_busy=busy.append)
+    assert calls.start(lambda: (time.sleep(0.05), 7)[1], values.append)
+    assert not calls.start(lambda: 1, values.append)  # one at a time
+    calls.call.wait(5)
+    calls.poll()
+    assert values == [7] and busy == [True, False]
+    calls.start(lambda: (_ for _ in ()).throw(EmptyQuery()), values.append)
+    calls.call.wait(5)
+    calls.poll()
+    calls.start(lambda: 1 / 0, values.append)
+    calls.call.wait(5)
+    calls.poll()
+    assert "question is empty" in errors[0] and errors[1].startswith("Unexpected error: division by zero")
 
 
 def test_a_background_call_hands_back_its_value_or_its_error():
@@ -127,3 +175,29 @@ def test_the_local_server_command_serves_a_folder_or_the_sample_study():
     assert serve_command("py", "/data", 8001, [("device", "cpu")]) == [
         "py", "-m", "monailabel_app.serve", "--host", "127.0.0.1", "--port", "8001", "--studies", "/data", "--conf", "device", "cpu"]
     assert serve_command("py", None, 8001, sample_dir="/home/u/.medisee")[-2:] == ["--sample-dir", "/home/u/.medisee"]
+
+
+def test_a_volume_answer_gives_one_3d_roi_per_structure_around_its_voxels():
+    """The server's RAS bounds of a structure (medisee.volume) and the ROI the module draws agree,
+    on an oblique, anisotropic volume; the panel shows the structure's mL and extent."""
+    from medisee.imaging import MedicalImage
+    from medisee.volume import volume_entities
+    from MediSeeLib.answer import Answer, Structure
+    from MediSeeLib.results import InferenceResult, answer_text, roi_specs
+
+    angle = 0.4
+    direction = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0)
+    image = MedicalImage(np.zeros((10, 16, 20), np.int16), (0.7, 0.9, 4.0), (12.0, -30.0, 5.0), direction)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[3:7, 2:9, 5:15] = 1
+    (liver,) = volume_entities(labels, {1: "liver"}, [], image, "axial")
+    answer = Answer.from_dict(ANSWER | {
+        "image_shape": list(image.shape), "spacing": list(image.spacing), "origin": list(image.origin),
+        "direction": list(direction), "structures": [dataclasses.asdict(Structure(**dataclasses.asdict(liver)))]})
+    result = InferenceResult(answer.query, answer.answer, "axial", answer.slices, Geometry.from_answer(answer), labels,
+                             response=answer)
+    (roi,) = roi_specs(result, per_slice=True)
+    corners = roi.corners()
+    assert (roi.name, roi.label, roi.slice) == ("liver", 1, None)
+    assert [*corners.min(axis=0), *corners.max(axis=0)] == pytest.approx(liver.bounds_ras, abs=1e-3)
+    assert f"liver: {liver.volume_ml:.1f} mL, slices 3-6 (axial)" in answer_text(result)

@@ -21,7 +21,7 @@ NAMES = {1: "liver", 2: "right kidney"}
 
 
 def submit(client: MONAILabelClient, image_id: str, label: Path, query: str) -> dict:
-    params = {"query": query, "label_names": {str(k): v for k, v in NAMES.items()}}
+    params = {"query": query, "label_names": {v: k for k, v in NAMES.items()}}  # MONAI Label's way: phrase -> value
     return client.save_label(image_id, str(label), tag="final", params=params)
 
 
@@ -37,7 +37,7 @@ def test_a_submitted_label_survives_a_restart(studies_template, tmp_path):
         kept.write_bytes(response.content)
         assert np.array_equal(read_image(kept).array, read_image(label).array)
         info = requests.get(f"{server.url}/datastore/label/info", params={"label": "ct-a", "tag": "final"}, timeout=30).json()
-        assert info["query"] == "Which organ makes bile?" and info["label_names"] == {str(k): v for k, v in NAMES.items()}
+        assert info["query"] == "Which organ makes bile?" and info["label_names"] == {v: k for k, v in NAMES.items()}
     assert not list((tmp_path / "studies").rglob("*.tmp")), "no temporary files are left behind"
 
 

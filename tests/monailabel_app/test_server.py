@@ -64,7 +64,7 @@ def test_inference_on_a_dicom_series_returns_an_aligned_label_volume(server, stu
     assert np.allclose(labels.direction, original.direction)
     assert result["answer"] and result["query"] == query
     assert result["slices"] == list(range(original.shape[0]))
-    names = {int(k): v for k, v in result["label_names"].items()}
+    names = {value: phrase for phrase, value in result["label_names"].items()}  # MONAI Label: phrase -> value
     assert names, "threshold 0 reports every grounded entity"
     assert set(np.unique(labels.array)) - {0} <= set(names)
     for entity in result["entities"]:
@@ -215,7 +215,7 @@ def test_a_question_naming_two_structures_gives_two_labels(server, tmp_path):
     params = {"query": "Please segment the left lung and right lung in this image.", "slice": "6", "mode": "full",
               "box": structure_box(11, "vertebra", 6), "prompt_slice": 6}
     result, label_file = decode(infer(server.url, "ct-a", params), tmp_path)
-    names = {int(k): v for k, v in result["label_names"].items()}
+    names = {value: phrase for phrase, value in result["label_names"].items()}  # MONAI Label: phrase -> value
     assert len(names) >= 2 and len(set(names.values())) == len(names)
     assert {e["phrase"] for e in result["entities"]} == set(names.values())
     labels = read_image(label_file).array

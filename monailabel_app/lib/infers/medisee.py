@@ -1,5 +1,6 @@
 """``/infer/medisee``: a plain-language question about a study, answered with a label
-volume aligned with it and JSON (answer, label names, per-slice boxes, scores, timing).
+volume aligned with it and JSON (``medisee.answer.Answer``: answer, label names as MONAI Label
+names them, per-slice boxes, scores, geometry, timing).
 
 Request parameters (MONAI Label's ``params`` JSON):
   query (required); slice: N, "A-B" or "all" (default: the middle slice); axis: axial,
@@ -20,9 +21,10 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from medisee.answer import build_answer
 from medisee.data.knowledge import load_knowledge
-from medisee.imaging import read_image, write_mask
-from medisee.study import StudyQuestion, ask_study
+from medisee.imaging import MedicalImage, read_image, write_mask
+from medisee.study import StudyAnswer, StudyQuestion, ask_study
 
 from ..errors import NOT_FOUND, PAYLOAD_TOO_LARGE, UNPROCESSABLE, ClientError, client_errors
 from ..served_model import ServedModel
@@ -31,15 +33,18 @@ log = logging.getLogger("medisee.server.infer")
 
 
 class MediSeeInfer(InferTask):
-    def __init__(self, served: ServedModel) -> None:
+    """``config`` is what MONAI Label's Slicer plugin shows as the model's options (in its developer
+    mode) and sends with every request: the query is typed there."""
+
+    def __init__(self, served: ServedModel, type: str = InferType.SEGMENTATION, description: str = "", config: dict | None = None) -> None:
         self.served = served
-        settings = served.settings
         super().__init__(
-            type=InferType.SEGMENTATION,
+            type=type,
             labels=sorted(load_knowledge()),
             dimension=3,
-            description="MediSee: ask a question in plain language; get an answer, a mask and a box per entity it names",
-            config={"query": "", "slice": "", "axis": "axial", "mode": settings.mode, "window": ""},
+            description=description or "MediSee: ask a question in plain language; get an answer, a mask and a box per entity it names",
+            config=config if config is not None else {"query": "", "slice": "", "axis": "axial", "mode": served.settings.mode,
+                                                      "window": ""},
         )
 
     def is_valid(self) -> bool:
@@ -54,12 +59,13 @@ class MediSeeInfer(InferTask):
 
     def __call__(self, request: dict) -> tuple[str, dict]:
         started = time.perf_counter()
-        question = parse_question(request, self.served.settings.max_query_chars, self.served.settings.mode)
+        question = self.question(request)
         path = request.get("image")
         if not path or not Path(path).exists():
             raise ClientError(NOT_FOUND, f"unknown image {request.get('image_id') or path!r}")
         with client_errors(f"image {request.get('image_id') or Path(path).name!r}", hide=str(path)):
             image = read_image(path)
+        question = self.placed(question, request, image)
         read_s = time.perf_counter() - started
         log.info("query %r on %s %s, slices %s along %s", question.query, image.source_format, image.shape,
                  question.slices if question.slices not in (None, "") else "middle", question.axis)
@@ -72,17 +78,25 @@ class MediSeeInfer(InferTask):
         scratch = self.served.settings.scratch_dir
         scratch.mkdir(parents=True, exist_ok=True)
         output = tempfile.NamedTemporaryFile(prefix="labels-", suffix=".nii.gz", dir=scratch, delete=False).name
+        study = self.labelled(study, question)
         write_mask(study.labels, image, output)  # MONAI Label removes it once the answer is sent
-        result = study.summary() | {
-            "query": question.query, "mode": question.mode, "model": model_name,
-            "image_shape": list(image.shape), "spacing": list(image.spacing), "origin": list(image.origin),
-            "direction": list(image.direction),
-        }
-        result["timing"] |= {"read_s": round(read_s, 3), "queue_s": round(waited_s, 3),
-                             "request_s": round(time.perf_counter() - started, 3)}
-        log.info("answered %d slice(s) in %.2f s: %d entit%s; %s", len(study.slices), result["timing"]["request_s"],
-                 len(result["entities"]), "y" if len(result["entities"]) == 1 else "ies", study.answer[:80])
-        return output, result
+        answer = build_answer(study, image, query=question.query, mode=question.mode, model=model_name,
+                              timing={"read_s": read_s, "queue_s": waited_s, "request_s": time.perf_counter() - started})
+        log.info("answered %d slice(s) in %.2f s: %d entit%s; %s", len(study.slices), answer.timing["request_s"],
+                 len(answer.entities), "y" if len(answer.entities) == 1 else "ies", study.answer[:80])
+        return output, answer.to_dict()
+
+    def question(self, request: dict) -> StudyQuestion:
+        """The request's parameters, checked before the image is read."""
+        return parse_question(request, self.served.settings.max_query_chars, self.served.settings.mode)
+
+    def placed(self, question: StudyQuestion, request: dict, image: MedicalImage) -> StudyQuestion:
+        """The question once the image is known (prompts given in its voxels): as it is here."""
+        return question
+
+    def labelled(self, study: StudyAnswer, question: StudyQuestion) -> StudyAnswer:
+        """The labels to send: one value per entity here."""
+        return study
 
 
 def parse_question(request: dict, max_query_chars: int, default_mode: str) -> StudyQuestion:

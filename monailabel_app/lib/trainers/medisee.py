@@ -1,6 +1,7 @@
 """The ``medisee`` trainer: retrain on the labels radiologists corrected and submitted.
 
-Each final label in the datastore, with the query and label names it was submitted with,
+Each final label in the datastore, with the query and label names it was submitted with
+(from MediSee's module, or the segment list of MONAI Label's own Slicer plugin),
 becomes training samples (``medisee.data.corrections``); ``training.retrain`` trains from the
 served checkpoint with DeepSpeed, evaluates before and after, in the mode the server serves,
 on held-out studies and on reference phantoms, and the new checkpoint is served only when
@@ -19,7 +20,8 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from medisee.atomic import write_json
-from medisee.data.corrections import Correction
+from medisee.data.corrections import Correction, label_names_of
+from medisee.data.records import DataError
 
 from ..served_model import ServedModel
 from .process import end_with_parent, exclusive_training, in_training_process
@@ -53,7 +55,7 @@ class MediSeeTrainer(TrainTask):
             steps = int(request.get("steps") or settings.retrain_steps)
             corrections = collect_corrections(datastore, tag)
             if not corrections:
-                raise ValueError(f"no '{tag}' labels with label_names in the datastore: submit corrected labels first")
+                raise ValueError(f"no '{tag}' labels with label names in the datastore: submit corrected labels first")
             from training.retrain import retrain  # DeepSpeed is imported only by the process that trains
 
             base = self.served.current_dir()
@@ -71,17 +73,21 @@ class MediSeeTrainer(TrainTask):
 
 
 def collect_corrections(datastore: Datastore, tag: str) -> list[Correction]:
-    """Every image with a ``tag`` label whose info names its label values."""
+    """Every image with a ``tag`` label whose info names its label values (``label_names`` from
+    MediSee's module or any client, ``label_info`` from MONAI Label's Slicer plugin)."""
     corrections = []
     for image_id in datastore.get_labeled_images(label_tag=tag):
         info = datastore.get_label_info(image_id, tag) or {}
-        names = info.get("label_names") or {}
+        try:
+            names = label_names_of(info)
+        except DataError as err:
+            log.warning("skipping the %s label of %s: %s", tag, image_id, err)
+            continue
         if not names:
-            log.warning("skipping the %s label of %s: it was submitted without label_names", tag, image_id)
+            log.warning("skipping the %s label of %s: it was submitted without label names", tag, image_id)
             continue
         corrections.append(Correction(
             image=datastore.get_image_uri(image_id), label=datastore.get_label_uri(image_id, tag),
-            label_names={int(k): v for k, v in names.items()}, query=info.get("query") or "",
-            axis=info.get("axis") or "axial",
+            label_names=names, query=info.get("query") or "", axis=info.get("axis") or "axial",
         ))
     return corrections
