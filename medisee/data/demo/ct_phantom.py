@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CT_STRUCTURES = (
-    "liver", "spleen", "left kidney", "right kidney", "aorta",
-    "vertebra", "left lung", "right lung", "heart", "stomach",
-)  # fmt: skip
+from ..catalogue import drawn_by
+
+# the catalogue structures this generator draws (medisee/data/catalogue.json), in catalogue order
+CT_STRUCTURES = drawn_by("ct_phantom")
 # Higher priority first: a structure never takes voxels (or the one-voxel gap) of an earlier one.
 PRIORITY = (
     "vertebra", "aorta", "heart", "left kidney", "right kidney",
