@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.initialization import no_init_weights
 
 from .config import MediSeeConfig
 from .model import MediSee, MediSeeModel
@@ -34,8 +35,6 @@ class ReleasedPaths:
 
 def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = torch.float32) -> MediSee:
     """A MediSee whose weights are allocated but not initialised (to be loaded)."""
-    from transformers.initialization import no_init_weights
-
     ids = candidate_token_ids(tokenizer, config.candidate_tokens)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

@@ -7,11 +7,13 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 
 def load_tokenizer(path: str | Path):
     """A tokenizer from a local folder (never a hub id)."""
-    from transformers import AutoTokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer folder not found: {path}")
@@ -41,10 +43,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, candidate_tokens:
     """A small sentencepiece-style BPE tokenizer (Metaspace) with <unk>, <s>, </s> and the
     candidate tokens; every printable ASCII character is in the alphabet, so no text
     becomes <unk>."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core = Tokenizer(BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     core.decoder = decoders.Metaspace(prepend_scheme="first")
     trainer = trainers.BpeTrainer(

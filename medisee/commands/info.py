@@ -9,6 +9,7 @@ import torch
 from ..config import PRESETS, MediSeeConfig, preset
 from ..model.medisee import MediSeeModel
 from ..model.trainable import configure_trainable, count_parameters
+from ..models import load_model
 
 
 def register(commands) -> None:
@@ -83,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
             model = MediSeeModel(config, ids)
         print(describe(config, model, f"MediSee preset {args.preset} (architecture only, no weights)"))
         return 0
-    from ..models import load_model
-
     loaded = load_model(args.model)
     title = f"MediSee model {loaded.name}" + ("" if loaded.trained else " [UNTRAINED]")
     print(describe(loaded.bundle.config, loaded.bundle.model, title))

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ...imaging import MedicalImage
 from ..catalogue import drawn_by
 
 BRAIN_STRUCTURES = drawn_by("mni152_brain")  # the catalogue structures drawn here, in catalogue order
@@ -71,8 +72,6 @@ class BrainVolume:
         return tuple(self.image.shape)
 
     def to_medical_image(self):
-        from ...imaging import MedicalImage
-
         return MedicalImage(array=self.image, spacing=self.spacing, origin=self.origin, direction=_IDENTITY,
                             modality="MR", source=self.patient_id, source_format="mni152")
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...imaging import MedicalImage
 from ..catalogue import drawn_by
 
 # the catalogue structures this generator draws (medisee/data/catalogue.json), in catalogue order
@@ -80,8 +81,6 @@ class Phantom:
         return [name for name, mask in self.masks.items() if int(mask[index].sum()) >= min_area]
 
     def to_medical_image(self):
-        from ...imaging import MedicalImage
-
         return MedicalImage(
             array=self.volume_hu, spacing=self.spacing, origin=self.origin,
             direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), modality="CT",
