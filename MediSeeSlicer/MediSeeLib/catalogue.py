@@ -2,6 +2,8 @@
 
 tests/data/test_catalogue.py fails when it differs from the catalogue."""
 
+from __future__ import annotations
+
 # structure -> (code, meaning, scheme); structures without a checked code are left out
 CODES: dict[str, tuple[str, str, str]] = {
     'liver': ('10200004', 'Liver', 'SCT'),

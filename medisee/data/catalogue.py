@@ -145,6 +145,7 @@ def python_mirror() -> str:
     codes.update({pair.name: pair.code for pair in pairs() if pair.code})
     lines = ['"""Generated from medisee/data/catalogue.json by `python -m medisee.data.catalogue PATH`: do not edit.',
              "", 'tests/data/test_catalogue.py fails when it differs from the catalogue."""', "",
+             "from __future__ import annotations", "",
              "# structure -> (code, meaning, scheme); structures without a checked code are left out",
              "CODES: dict[str, tuple[str, str, str]] = {"]
     lines += [f"    {name!r}: ({code.value!r}, {code.meaning!r}, {code.scheme!r})," for name, code in codes.items()]
