@@ -487,7 +487,7 @@ class MediSeeTest(ScriptedLoadableModuleTest):
         self.test_a_question_makes_a_segment()
 
     def test_a_question_makes_a_segment(self):
-        import SampleData
+        import SampleData  # Slicer's sample-data module: only inside the application, for its self-test
 
         volume = SampleData.downloadSample("CTChest")
         url = qt.QSettings().value(SETTINGS_URL, DEFAULT_URL)

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import CLIPVisionConfig, MistralConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+from transformers import SamConfig as HFSamConfig
+
 
 @dataclass
 class TextConfig:
@@ -32,8 +35,6 @@ class TextConfig:
     eos_token_id: int = 2
 
     def to_hf(self):
-        from transformers import MistralConfig
-
         return MistralConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
@@ -73,8 +74,6 @@ class ClipConfig:
         return (self.image_size // self.patch_size) ** 2
 
     def to_hf(self):
-        from transformers import CLIPVisionConfig
-
         return CLIPVisionConfig(
             image_size=self.image_size,
             patch_size=self.patch_size,
@@ -124,9 +123,6 @@ class SamConfig:
         return self.image_size // self.patch_size
 
     def to_hf(self):
-        from transformers import SamConfig as HFSamConfig
-        from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
-
         vision = SamVisionConfig(
             hidden_size=self.hidden_size,
             output_channels=self.prompt_dim,

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import LossWeights
-from .model.box_head import cxcywh_to_xyxy
+from .boxes import cxcywh_to_xyxy
 
 EPS = 1e-6
 PRESENCE_WEIGHT = 0.2  # patch_loss: the multiple-instance term against the per-cell term

@@ -57,6 +57,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .data.knowledge import find_structure
 from .metrics import _json_number, _mean, mask_iou
 
 AP_IOU_THRESHOLD = 0.5  # AP50: a true positive needs IoU >= 0.5
@@ -198,8 +199,6 @@ def _basic_normalise(phrase: str) -> str:
 def normalise_phrase(phrase: str) -> str:
     """The comparable form of an entity phrase: case, punctuation, articles and
     whitespace removed, then a known structure's synonym replaced by its name."""
-    from .data.knowledge import find_structure
-
     basic = _basic_normalise(phrase)
     candidates = [basic]
     if "," in phrase:  # "kidney, left" -> "left kidney"
@@ -306,6 +305,7 @@ class _NoWordNet:
 def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU-4 (nltk, smoothing method1), one reference per hypothesis; ``nan`` for
     an empty corpus, 0.0 if no hypothesis has a token."""
+    # nltk and rouge_score take about a second to import: only the MIMO evaluation needs them
     from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
     if len(hypotheses) != len(references):
@@ -321,7 +321,7 @@ def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 @lru_cache(maxsize=1)
 def _rouge_scorer() -> Any:
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # lazy: about a second to import (see bleu4)
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
@@ -335,6 +335,7 @@ def rouge_l(hypothesis: str, reference: str) -> float:
 
 def meteor(hypothesis: str, reference: str) -> float:
     """METEOR (nltk) of one answer, exact + Porter-stem matching, no synonyms."""
+    # lazy: nltk takes about a second to import (see bleu4)
     from nltk.stem.porter import PorterStemmer
     from nltk.translate.meteor_score import meteor_score
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .builder import build_random
 from .model import MediSee
 from .quantize import QUANTISED, quantise_language_model, require_quantisation
 from .weights import WeightsError, load_checkpoint, read_metadata
@@ -47,8 +48,6 @@ def load_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None,
             bundle = load_checkpoint(folder, device=device, dtype=dtype or torch.float32)  # stored in bfloat16
             meta = read_metadata(folder)
             return LoadedModel(bundle, "default", True, meta.get("description", "bundled tiny MediSee"))
-        from .builder import build_random
-
         note = ("no trained default model is bundled yet: using the tiny preset with seeded random "
                 "weights (answers and masks are meaningless)")
         bundle = build_random("tiny", seed=0)

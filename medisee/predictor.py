@@ -32,13 +32,13 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .boxes import cxcywh_to_xyxy
 from .conversation import answer_prefix, parse_answer, refuses_repeated_word
-from .data.knowledge import asks_for_both_sides, find_structure, paired_structures
-from .data.templates import ABSENT_OPENING, absent_answer, grouped_answer
-from .metrics import mask_to_box
+from .data.knowledge import asks_for_both_sides, find_structure, load_knowledge, paired_structures, structure_named_in
+from .data.templates import ABSENT_OPENING, absent_answer, grouped_answer, named_answer
+from .metrics import box_iou, mask_to_box
 from .model import ImageEncoding, MediSee
-from .model.box_head import cxcywh_to_xyxy
-from .presence import expected_presence, structure_presence
+from .presence import expected_presence, phrase_presence, structure_presence
 
 MAX_QUERY_CHARS = 2000
 ASKED = 0.5  # query-head probability above which a query asks for a structure
@@ -368,8 +368,6 @@ class Predictor:
         question out); presence and the question are computed once for all weights. Rows with
         a drawn box or click ask about what it marks, not by name, and are not checked against
         the question."""
-        from .presence import structure_presence
-
         model, config = self.model.model, self.model.config
         values = torch.ones(len(prompts), len(config.patch_classes), device=encoding.sam.device)
         if config.presence_gate and model.patch_head is not None:
@@ -450,8 +448,6 @@ class Predictor:
         a row's first group without one, the structure the answer's text names, with the
         query head's word softened; never the query, which may name a neighbour of the
         target); 1 for a structure outside the patch classes."""
-        from .presence import phrase_presence
-
         classes = self.model.config.patch_classes
         by_phrase, by_text = self._gate_values(encoding, query, prompts, (NAMED_IN_GROUP, NAMED_IN_TEXT))
         factors = []
@@ -561,9 +557,6 @@ class Predictor:
 def named_opening(bundle: MediSee) -> list[int]:
     """The token ids every named answer (``Sure, <p>name</p> ...``) starts with, over every
     structure the model may name (with one name the shared prefix would be a whole answer)."""
-    from .data.knowledge import load_knowledge
-    from .data.templates import named_answer
-
     names = dict.fromkeys([*bundle.config.patch_classes, *load_knowledge()])
     return bundle.prompts.shared_opening([named_answer(name, "", bundle.config.candidate_tokens) for name in names])
 
@@ -605,8 +598,6 @@ def entity_phrase(k: int, phrases: list[str], answer: str, query: str) -> str:
     the structure the answer text names; else the query itself (fast mode has no text, and
     a query may name a neighbour rather than the target), numbered after the first so that
     two unnamed entities keep two labels."""
-    from .data.knowledge import structure_named_in
-
     if k < len(phrases) and phrases[k]:
         return phrases[k]
     if k == 0:
@@ -649,8 +640,6 @@ def owner_of_prompt(rows: torch.Tensor, predicted_xyxy: torch.Tensor, prompts: l
     """group index -> row for the one group of each prompted row that the prompt marks: the
     only group, else the one whose predicted box overlaps the user's box most (or whose
     centre is nearest the clicked point). ``predicted_xyxy`` (G, 4) is normalised."""
-    from .metrics import box_iou
-
     by_row: dict[int, list[int]] = {}
     for g, row in enumerate(rows.tolist()):
         if prompts[row].box is not None or prompts[row].point is not None:

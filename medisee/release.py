@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.initialization import no_init_weights
 
 from .config import MediSeeConfig
 from .model import MediSee, MediSeeModel
@@ -41,8 +42,6 @@ def build_uninitialised(config: MediSeeConfig, tokenizer, dtype: torch.dtype = t
                         device: str = "cpu") -> MediSee:
     """A MediSee whose weights are allocated but not initialised (to be loaded); on the
     "meta" device nothing is allocated (shapes only)."""
-    from transformers.initialization import no_init_weights
-
     ids = candidate_token_ids(tokenizer, config.candidate_tokens)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

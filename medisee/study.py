@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .imaging import AXES, CT_WINDOWS, MedicalImage, extract_slice, to_uint8
+from .imaging import AXES, MedicalImage, extract_slice, to_uint8, windowing
 from .key_slices import ask_key_slices
 from .predictor import MODES, Prediction, PredictionInputError, Predictor, validate_query
 from .results import assemble
@@ -173,20 +173,11 @@ def parse_slices(spec: str | int | None, count: int) -> list[int]:
 
 
 def parse_window(spec: str | Sequence[float] | None) -> str | tuple[float, float] | None:
-    """A preset name, ``"LEVEL,WIDTH"`` or a (level, width) pair."""
-    if spec is None:
-        return spec
-    if isinstance(spec, str) and "," not in spec:
-        if spec.strip().lower() not in CT_WINDOWS:
-            raise PredictionInputError(f"unknown window {spec!r}; presets: {', '.join(CT_WINDOWS)} (or LEVEL,WIDTH)")
-        return spec.strip().lower()
+    """A preset name, ``"LEVEL,WIDTH"`` or a (level, width) pair (``imaging.parse_window``); a bad one is the question's error."""
     try:
-        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
-    except (TypeError, ValueError):
-        values = []
-    if len(values) != 2 or not all(np.isfinite(values)) or values[1] <= 0:
-        raise PredictionInputError(f"window must be a preset name or LEVEL,WIDTH (finite numbers, WIDTH > 0), got {spec!r}")
-    return values[0], values[1]
+        return windowing.parse_window(spec)
+    except ValueError as err:
+        raise PredictionInputError(str(err)) from None
 
 
 def _prompted_slices(question: StudyQuestion, indices: list[int], count: int) -> set[int]:

@@ -4,10 +4,16 @@ the reference's legacy Llama tokenisation, and training small tokenizers offline
 from __future__ import annotations
 
 import io
+import json
 import re
 import string
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import sentencepiece
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 SENTENCEPIECE_FILE = "tokenizer.model"
 SPACE = "\u2581"  # SentencePiece's visible space
@@ -15,8 +21,6 @@ SPACE = "\u2581"  # SentencePiece's visible space
 
 def load_tokenizer(path: str | Path):
     """A tokenizer from a local folder (never a hub id)."""
-    from transformers import AutoTokenizer
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer folder not found: {path}")
@@ -70,8 +74,6 @@ def _piece_encoder(tokenizer) -> Callable[[str], list[int]]:
     escaped as SentencePiece escapes it (a leading ``▁``, spaces as ``▁``)."""
     file = sentencepiece_file(tokenizer)
     if file is not None:
-        import sentencepiece  # only for tokenizer folders that ship a SentencePiece model
-
         processor = sentencepiece.SentencePieceProcessor(model_file=str(file))
         return processor.encode
     model = tokenizer.backend_tokenizer.model
@@ -98,10 +100,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, candidate_tokens:
     """A small sentencepiece-style BPE tokenizer (Metaspace) with <unk>, <s>, </s> and the
     candidate tokens; every printable ASCII character is in the alphabet, so no text
     becomes <unk>."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core = Tokenizer(BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     core.decoder = decoders.Metaspace(prepend_scheme="first")
     trainer = trainers.BpeTrainer(
@@ -122,10 +121,6 @@ def write_sentencepiece_tokenizer(folder: str | Path, texts: Iterable[str], voca
     ``LlamaTokenizer`` config) with a small SentencePiece BPE model trained on ``texts`` in the
     Llama/Mistral style: byte fallback, a dummy prefix, whitespace kept, ids 0-2 for <unk> <s>
     </s>. It stands in for LLaVA-Med's tokenizer where that cannot be downloaded."""
-    import json
-
-    import sentencepiece
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()

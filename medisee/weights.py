@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .config import MediSeeConfig
 from .model import MediSee
 from .tensor_files import TensorFiles, WeightsError
-from .tokenizer import sentencepiece_file
+from .tokenizer import load_tokenizer, sentencepiece_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,8 +53,6 @@ KeyFn = Callable[[str], "str | None"]
 # ---------------------------------------------------------------------------------------
 def save_checkpoint(bundle: MediSee, path: str | Path, metadata: dict | None = None) -> Path:
     """Write config, weights, tokenizer (and optional metadata) atomically to ``path``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -77,10 +76,6 @@ def save_checkpoint(bundle: MediSee, path: str | Path, metadata: dict | None = N
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MediSee:
     """A MediSee from a folder written by ``save_checkpoint``."""
-    from safetensors.torch import load_file
-
-    from .tokenizer import load_tokenizer
-
     path = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR):
         if not (path / name).exists():
@@ -387,8 +382,6 @@ def read_state_dict(path: str | Path) -> TensorFiles:
 def write_state_dict(state: dict[str, torch.Tensor], folder: str | Path, stem: str, shards: int = 1,
                      safetensors: bool = False) -> list[Path]:
     """Write ``state`` as ``shards`` files with an index, as Hugging Face sharded checkpoints are."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     keys = list(state)

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi import HTTPException  # noqa: E402
+from monailabel.config import settings as monailabel_settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
@@ -60,11 +61,9 @@ class MediSeeApp(MONAILabelApp):
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        from monailabel.config import settings
-
-        return MediSeeDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
-                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        return MediSeeDatastore(self.studies, extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self):
         return {"medisee": MediSeeInfer(self.served), BY_SEGMENT: MediSeeBySegment(self.served)}

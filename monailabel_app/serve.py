@@ -79,6 +79,7 @@ def ensure_sample_study(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the settings import torch and the model library: only once the arguments parse (--help stays quick)
     from monailabel_app.lib.settings import AppSettings, SettingsError
 
     try:  # the app checks these again at start-up, but there a mistake ends in uvicorn's traceback

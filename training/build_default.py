@@ -42,8 +42,18 @@ import logging
 import time
 from pathlib import Path
 
-from . import model_card
+import torch
+
+from medisee.data.demo.build import build_demo_dataset
+from medisee.data.mlmr import read_mlmr_jsonl
 from medisee.evaluation.calibrate import calibrate
+from medisee.evaluation.evaluate import evaluate
+from medisee.evaluation.evaluate_human import evaluate_human, read_human_queries
+from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
+from medisee.predictor import Predictor
+from medisee.weights import load_checkpoint, read_metadata, save_checkpoint
+
+from . import model_card
 from .checkpoints import read_state
 from .config import TrainConfig, load_config
 from .train import run
@@ -72,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     build_started = time.monotonic()
     data = args.runs / "demo-data"
     if not (data / "manifest.json").exists():
-        from medisee.data.demo.build import build_demo_dataset
-
         log.info("generating demo data in %s", data)
         build_demo_dataset(data, seed=args.seed, patients=args.patients, overwrite=True)
     for stage in STAGES:
@@ -126,10 +134,6 @@ def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None
             before_name: str = model_card.BASELINE_NAME) -> Path:
     """Copy a trained model into the package (bfloat16, to keep the repository small; it is
     loaded back as float32 on a CPU) and write docs/MODEL_CARD.md from its test metrics."""
-    import torch
-
-    from medisee.weights import load_checkpoint, read_metadata, save_checkpoint
-
     target = ROOT / "medisee" / "assets" / "default-model"
     meta = read_metadata(model_dir) | {
         "trained": True, "description": "bundled tiny MediSee trained on synthetic CT and MNI152 demo data",
@@ -149,24 +153,12 @@ def install(model_dir: Path, metrics: dict, data: Path, mimo: dict | None = None
 
 
 def evaluate_test_split(model_dir: Path, data: Path, out: Path) -> dict:
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.predictor import Predictor
-    from medisee.weights import load_checkpoint
-
-    from medisee.evaluation.evaluate import evaluate
-
     metrics = evaluate(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), out)
     log.info("test split: %s", json.dumps(metrics.get("overall", {})))
     return metrics
 
 
 def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspective: int = 100) -> dict:
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.predictor import Predictor
-    from medisee.weights import load_checkpoint
-
-    from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
-
     chosen = mimo_instructions(read_mlmr_jsonl(data), limit_per_perspective=limit_per_perspective)
     metrics = evaluate_mimo(Predictor(load_checkpoint(model_dir)), chosen, out)
     log.info("test split, MIMO: %s", json.dumps(metrics["perspectives"]["all"]))
@@ -175,12 +167,6 @@ def evaluate_mimo_split(model_dir: Path, data: Path, out: Path, limit_per_perspe
 
 def evaluate_human_split(model_dir: Path, data: Path, questions: Path, out: Path, mode: str) -> dict:
     """The test split asked with the people's questions (``medisee.evaluation.evaluate_human``)."""
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.predictor import Predictor
-    from medisee.weights import load_checkpoint
-
-    from medisee.evaluation.evaluate_human import evaluate_human, read_human_queries
-
     metrics = evaluate_human(Predictor(load_checkpoint(model_dir)), read_mlmr_jsonl(data), read_human_queries(questions),
                              out, mode=mode)
     log.info("test split, people's questions (%s): %s", mode, json.dumps(metrics["groups"].get("overall", {})))

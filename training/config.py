@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from medisee.data import catalogue
 from medisee.data.mimo import PERSPECTIVES
 
 PHASES = ("segmentation", "patches", "queries", "masks", "pretrain", "end_to_end", "finetune")
@@ -62,7 +63,8 @@ class TrainConfig:
     gt_box_prompts: float = 0.0  # fraction of targets whose mask is prompted with the true box
     box_jitter: float = 0.1  # segmentation phase: prompt boxes move by up to this fraction of their size
     loss_weights: dict | None = None  # overrides of the model's LossWeights for this run
-    model_changes: dict | None = None  # config keys added to a checkpoint init (e.g. visual_prompts); new modules start fresh
+    model_changes: dict | None = None  # config keys added to a checkpoint init (e.g. visual_prompts); new modules start fresh;
+    #                                    patch_classes: catalogue means every catalogue structure, in name order
     freeze: tuple[str, ...] = ()  # parameter-name prefixes kept frozen whatever the phase trains
 
     def __post_init__(self) -> None:
@@ -117,6 +119,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         if isinstance(raw["freeze"], str):
             raw["freeze"] = [raw["freeze"]]
         raw["freeze"] = tuple(raw["freeze"])
+    if isinstance(raw.get("model_changes"), dict) and raw["model_changes"].get("patch_classes") == "catalogue":
+        raw["model_changes"] = {**raw["model_changes"], "patch_classes": sorted(catalogue.names())}
     init = raw.get("init", "preset:tiny")
     if isinstance(init, str) and init.startswith("checkpoint:"):
         raw["init"] = "checkpoint:" + str(resolve(init[len("checkpoint:"):]))

@@ -44,8 +44,14 @@ from medisee.atomic import write_json
 from medisee.data.corrections import Correction, correction_records, study_name
 from medisee.data.mlmr import write_mlmr_jsonl
 from medisee.data.records import Record
+from medisee.evaluation.evaluate import evaluate
+from medisee.models import DEFAULT, default_model_dir
+from medisee.predictor import Predictor
+from medisee.weights import load_checkpoint
 
+from .config import DataSource, TrainConfig
 from .reference import REFERENCE_SEEDS, reference_corrections
+from .train import run
 
 log = logging.getLogger("medisee.retrain")
 
@@ -144,11 +150,6 @@ def split_records(records: list[Record], heldout_fraction: float, seed: int) -> 
 
 def _evaluate(model_dir: Path, records: list[Record], out_dir: Path, phase: str, mode: str,
               progress: Progress | None) -> dict:
-    from medisee.predictor import Predictor
-    from medisee.weights import load_checkpoint
-
-    from medisee.evaluation.evaluate import evaluate
-
     def report(done: int, total: int) -> None:
         if progress is not None:
             progress(phase, done, total)
@@ -180,9 +181,6 @@ class _TrainSteps(logging.Handler):
 
 def _train(base_model: Path, train_file: Path, run_dir: Path, steps: int, batch_size: int, lr: float, seed: int,
            progress: Progress | None) -> Path:
-    from .config import DataSource, TrainConfig
-    from .train import run
-
     config = TrainConfig(
         output_dir=run_dir, train=[DataSource(train_file)], init=f"checkpoint:{base_model}", phase="end_to_end",
         steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 10), save_every=steps,
@@ -229,51 +227,13 @@ def retrain(
     data building, the evaluations and training."""
     started = time.perf_counter()
     base_model, work_dir = Path(base_model).resolve(), Path(work_dir).resolve()
-    if not corrections:
-        raise ValueError("no corrections to retrain on: submit at least one corrected label")
-    if steps < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"steps and batch_size must be at least 1 and lr positive, got {steps}, {batch_size}, {lr}")
-    if mode not in ("full", "fast"):
-        raise ValueError(f"unknown mode {mode!r}: choose full or fast")
-    if not 0 < heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must be between 0 and 1, got {heldout_fraction}")
-    if not (base_model / "config.json").is_file():
-        raise ValueError(f"{base_model} is not a MediSee checkpoint folder (no config.json)")
-    if work_dir.exists() and any(work_dir.iterdir()):
-        raise ValueError(f"{work_dir} is not empty: give retraining a new folder")
+    _check_arguments(base_model, corrections, work_dir, steps, batch_size, lr, heldout_fraction, mode)
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
-
-    log.info("building training records from %d corrected studies", len(corrections))
-    records: list[Record] = []
-    names: set[str] = set()
-    for i, correction in enumerate(corrections):
-        name = study_name(correction.image)
-        study = name if name not in names else f"{name}-{i}"
-        names.add(study)
-        records += correction_records(correction, data_dir / study, study=study, seed=seed, max_slices=max_slices_per_study)
-        if progress is not None:
-            progress("data", i + 1, len(corrections))
-    train, heldout_all, heldout_by, heldout_studies = split_records(records, heldout_fraction, seed)
-    heldout = [r for r in heldout_all if _evaluable(r)]
-    notes = []
-    if heldout_by == "slice":
-        notes.append("only one corrected study: held-out data are slices of the training study, so the "
-                     "held-out figures are optimistic")
-    if len(heldout) < len(heldout_all):
-        notes.append(f"{len(heldout_all) - len(heldout)} held-out multi-entity records were not evaluated "
-                     "(evaluation scores one entity per question)")
-    write_mlmr_jsonl(train, data_dir / "train.jsonl")
-    write_mlmr_jsonl(heldout, data_dir / "heldout.jsonl")
+    records = _correction_records(corrections, data_dir, seed, max_slices_per_study, progress)
+    train, heldout, heldout_by, heldout_studies, notes = _split_and_write(records, heldout_fraction, seed, data_dir)
     train_studies = sorted({r.extra["study"] for r in train})
-    log.info("%d training and %d held-out records (held out by %s%s)", len(train), len(heldout), heldout_by,
-             f": {', '.join(heldout_studies)}" if heldout_studies else "")
-
-    reference = reference_corrections(work_dir / "reference" / "studies", reference_seeds)
-    checks = [r for i, c in enumerate(reference)
-              for r in correction_records(c, work_dir / "reference" / f"study-{i}", study=f"reference-{i}", seed=seed,
-                                          max_slices=4, absent_slices=0) if _evaluable(r)]
-    write_mlmr_jsonl(checks, work_dir / "reference" / "reference.jsonl")
+    checks = _reference_records(work_dir / "reference", reference_seeds, seed)
 
     before = _evaluate(base_model, heldout, work_dir / "eval-before", "before", mode, progress)
     reference_before = _evaluate(base_model, checks, work_dir / "eval-reference-before", "reference before", mode,
@@ -297,6 +257,68 @@ def retrain(
              _fmt(reference_before[HEADLINE]), _fmt(reference_after[HEADLINE]),
              "accepted" if accepted else "rejected: " + "; ".join(reasons), report.seconds)
     return report
+
+
+def _check_arguments(base_model: Path, corrections: list[Correction], work_dir: Path, steps: int, batch_size: int,
+                     lr: float, heldout_fraction: float, mode: str) -> None:
+    if not corrections:
+        raise ValueError("no corrections to retrain on: submit at least one corrected label")
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"steps and batch_size must be at least 1 and lr positive, got {steps}, {batch_size}, {lr}")
+    if mode not in ("full", "fast"):
+        raise ValueError(f"unknown mode {mode!r}: choose full or fast")
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be between 0 and 1, got {heldout_fraction}")
+    if not (base_model / "config.json").is_file():
+        raise ValueError(f"{base_model} is not a MediSee checkpoint folder (no config.json)")
+    if work_dir.exists() and any(work_dir.iterdir()):
+        raise ValueError(f"{work_dir} is not empty: give retraining a new folder")
+
+
+def _correction_records(corrections: list[Correction], data_dir: Path, seed: int, max_slices: int,
+                        progress: Progress | None) -> list[Record]:
+    """Every correction's records, each study under its own (unique) name."""
+    log.info("building training records from %d corrected studies", len(corrections))
+    records: list[Record] = []
+    names: set[str] = set()
+    for i, correction in enumerate(corrections):
+        name = study_name(correction.image)
+        study = name if name not in names else f"{name}-{i}"
+        names.add(study)
+        records += correction_records(correction, data_dir / study, study=study, seed=seed, max_slices=max_slices)
+        if progress is not None:
+            progress("data", i + 1, len(corrections))
+    return records
+
+
+def _split_and_write(records: list[Record], heldout_fraction: float, seed: int,
+                     data_dir: Path) -> tuple[list[Record], list[Record], str, list[str], list[str]]:
+    """Training and evaluable held-out records (written to ``data_dir``), how they were held
+    out, the held-out studies and the notes the report carries about the split."""
+    train, heldout_all, heldout_by, heldout_studies = split_records(records, heldout_fraction, seed)
+    heldout = [r for r in heldout_all if _evaluable(r)]
+    notes = []
+    if heldout_by == "slice":
+        notes.append("only one corrected study: held-out data are slices of the training study, so the "
+                     "held-out figures are optimistic")
+    if len(heldout) < len(heldout_all):
+        notes.append(f"{len(heldout_all) - len(heldout)} held-out multi-entity records were not evaluated "
+                     "(evaluation scores one entity per question)")
+    write_mlmr_jsonl(train, data_dir / "train.jsonl")
+    write_mlmr_jsonl(heldout, data_dir / "heldout.jsonl")
+    log.info("%d training and %d held-out records (held out by %s%s)", len(train), len(heldout), heldout_by,
+             f": {', '.join(heldout_studies)}" if heldout_studies else "")
+    return train, heldout, heldout_by, heldout_studies, notes
+
+
+def _reference_records(folder: Path, reference_seeds: tuple[int, ...], seed: int) -> list[Record]:
+    """The reference phantoms' evaluable records (written to ``folder/reference.jsonl``)."""
+    reference = reference_corrections(folder / "studies", reference_seeds)
+    checks = [r for i, c in enumerate(reference)
+              for r in correction_records(c, folder / f"study-{i}", study=f"reference-{i}", seed=seed,
+                                          max_slices=4, absent_slices=0) if _evaluable(r)]
+    write_mlmr_jsonl(checks, folder / "reference.jsonl")
+    return checks
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -344,8 +366,6 @@ def _label_names(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[medisee] %(message)s")
-    from medisee.models import DEFAULT, default_model_dir
-
     try:
         if len(args.image) != len(args.label):
             raise ValueError(f"got {len(args.image)} --image but {len(args.label)} --label: give one label per image")

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -26,12 +27,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from tqdm import tqdm
 
 from medisee.atomic import write_json
-from medisee.data import requests
+from medisee.builder import build_random
+from medisee.config import preset
+from medisee.data import mimo, queries, requests
+from medisee.data.loader import (
+    asked_structures,
+    group_by_image,
+    image_targets,
+    slice_key,
+    slice_structures,
+    to_training_sample,
+    training_query,
+)
+from medisee.data.mixing import MixedSampler
+from medisee.data.mlmr import read_mlmr_jsonl
+from medisee.data.samed2d import read_samed2d_map
+from medisee.evaluation.evaluate import evaluate
 from medisee.model import MediSee
 from medisee.model.frozen_encoder_cache import FrozenEncoderCache
 from medisee.model.trainable import MASK_DECODER, configure_trainable, count_parameters, freeze, train_only
+from medisee.models import load_model
+from medisee.predictor import Predictor
+from medisee.tokenizer import load_tokenizer, train_bpe_tokenizer
+from medisee.weights import extend_checkpoint, load_checkpoint, save_checkpoint
 
 from . import checkpoints
 from .build_locks import clear_stale_build_locks
@@ -55,8 +77,6 @@ def _distributed() -> Iterator[str]:
     DeepSpeed's cached groups), so a process that trains in-process (the retraining,
     ``build_default``'s stages, tests) can train again and leaks no port to later runs or
     to the processes it starts. Yields the communication backend."""
-    import torch.distributed as dist
-
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     wanted = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": ""}
@@ -68,7 +88,7 @@ def _distributed() -> Iterator[str]:
     finally:
         if added:
             if dist.is_initialized():  # through DeepSpeed, which also drops the groups it cached
-                import deepspeed.comm
+                import deepspeed.comm  # imported by _run already (after DS_ACCELERATOR is set), never before
 
                 deepspeed.comm.destroy_process_group()
             for key in added:
@@ -76,8 +96,6 @@ def _distributed() -> Iterator[str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -109,12 +127,6 @@ def deepspeed_config(config: TrainConfig, cpu: bool) -> dict:
 def build_bundle(config: TrainConfig, records) -> MediSee:
     """The model to train: a preset (tiny: with a tokenizer fitted to the data), a
     checkpoint, or the bundled default. The tokenizer is fixed once per run."""
-    from medisee.builder import build_random
-    from medisee.config import preset
-    from medisee.models import load_model
-    from medisee.tokenizer import load_tokenizer, train_bpe_tokenizer
-    from medisee.weights import extend_checkpoint, load_checkpoint
-
     tokenizer_dir = config.output_dir / "tokenizer"
     if config.init.startswith("preset:"):
         model_config = preset(config.init.split(":", 1)[1])
@@ -139,8 +151,6 @@ def build_bundle(config: TrainConfig, records) -> MediSee:
 
 
 def _corpus(records) -> list[str]:
-    from medisee.data import queries
-
     lines = queries.corpus_lines()
     for record in records:
         lines.extend([record.long, record.short, record.explanation, record.class_text])
@@ -148,9 +158,6 @@ def _corpus(records) -> list[str]:
 
 
 def read_sources(config: TrainConfig):
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.data.samed2d import read_samed2d_map
-
     sources = {}
     for i, source in enumerate(config.train):
         reader = read_samed2d_map if source.kind == "samed2d" else read_mlmr_jsonl
@@ -160,9 +167,7 @@ def read_sources(config: TrainConfig):
             if not records:
                 raise ValueError(f"{source.path}: no {source.modality} records to train on")
         if source.kind == "mimo":  # the four MIMOSeg perspectives over the file's present targets
-            from medisee.data.mimo import instructions
-
-            records = instructions(records, "train", random.Random(config.seed), pairs=source.pairs)
+            records = mimo.instructions(records, "train", random.Random(config.seed), pairs=source.pairs)
             if source.perspectives is not None:
                 records = [r for r in records if r.extra["perspective"] in source.perspectives]
         if source.kind == "requests":  # the file's targets asked as people ask (and structures outside the catalogue)
@@ -189,21 +194,8 @@ def run(config: TrainConfig, show_progress: bool = True) -> TrainResult:
 
 
 def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
+    # deepspeed picks its accelerator when imported, so only after _distributed() set DS_ACCELERATOR
     import deepspeed
-    import torch.distributed as dist
-    from tqdm import tqdm
-
-    from medisee.data.loader import (
-        asked_structures,
-        group_by_image,
-        image_targets,
-        slice_key,
-        slice_structures,
-        to_training_sample,
-        training_query,
-    )
-    from medisee.data.mixing import MixedSampler
-    from medisee.weights import save_checkpoint
 
     clear_stale_build_locks()  # DeepSpeed builds its communication extension here
     deepspeed.init_distributed(dist_backend=backend)
@@ -217,6 +209,64 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     sources = read_sources(config)
     all_records = [r for records, _ in sources.values() for r in records]
     bundle = build_bundle(config, all_records)
+    _set_trainable(bundle, config)
+    cpu = not torch.cuda.is_available()
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=bundle.model,
+        model_parameters=[p for p in bundle.model.parameters() if p.requires_grad],
+        config=deepspeed_config(config, cpu),
+    )
+    state = checkpoints.read_state(config.output_dir)
+    start = 0
+    if state is not None:
+        engine.load_checkpoint(str(checkpoints.checkpoint_root(config.output_dir)), tag=state.tag)
+        start = state.step
+        log.info("resuming from %s (step %d of %d)", state.tag, start, config.steps)
+    history = state.history if state else []
+    sampler, structures = _sampler(config, sources, all_records, bundle, rank, start)
+
+    weights = dataclasses.replace(bundle.config.loss, **(config.loss_weights or {}))
+    bundle.model.train()
+    log_file = config.output_dir / "log.jsonl"
+    bar = tqdm(total=config.steps, initial=start, disable=not (show_progress and is_main), desc="training",
+               dynamic_ncols=True)
+    losses: dict[str, float] = {}
+    for step in range(start, config.steps):
+        rng = random.Random(config.seed * 1_000_003 + step * 101 + rank)
+        torch.manual_seed(config.seed + step)
+        generator = torch.Generator().manual_seed(config.seed + step)
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        for _ in range(config.grad_accumulation):
+            drawn = [next(sampler) for _ in range(config.batch_size)]
+            terms = _loss_terms(bundle, config, drawn, rng, generator, weights, structures)
+            engine.backward(terms["total"])
+            engine.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
+        losses = {k: round(v, 5) for k, v in totals.items()}
+        entry = {"step": step + 1, **losses, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
+        if is_main:
+            _log_step(config, entry, losses, log_file, bar)
+        last = step + 1 == config.steps
+        if config.eval_every and (step + 1) % config.eval_every == 0 and not last and is_main:
+            history.append({"step": step + 1, **_evaluate(bundle, config, f"eval-step{step + 1}")})
+            bundle.model.train()
+        if (step + 1) % config.save_every == 0 or last:
+            _save(engine, bundle, config, step + 1, history, is_main, barrier)
+    bar.close()
+    cache, bundle.model.mask_head.frozen_cache = bundle.model.mask_head.frozen_cache, None
+    if cache is not None:
+        log.info("image embeddings: %d slices encoded, %.0f%% of lookups remembered", cache.misses, 100 * cache.hit_rate())
+    metrics = None
+    if is_main and config.val is not None:
+        metrics = _evaluate(bundle, config, "eval")
+    barrier()
+    return TrainResult(step=config.steps, model_dir=config.output_dir / "model", last_losses=losses, metrics=metrics)
+
+
+def _set_trainable(bundle: MediSee, config: TrainConfig) -> None:
+    """What the phase trains (and ``config.freeze`` keeps frozen); a frozen image encoder remembers its embeddings."""
     if config.phase == "segmentation":  # the mask head alone learns box-prompted segmentation
         trainable = train_only(bundle.model, "mask_head.")
     elif config.phase == "patches":  # the patch head alone learns where each structure is
@@ -239,102 +289,63 @@ def _run(config: TrainConfig, show_progress: bool, backend: str) -> TrainResult:
     log.info("model %s: %s parameters, %s trainable (%d tensors), phase %s", bundle.config.name,
              f"{count_parameters(bundle.model):,}", f"{count_parameters(bundle.model, True):,}", len(trainable),
              config.phase)
-    cpu = not torch.cuda.is_available()
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=bundle.model,
-        model_parameters=[p for p in bundle.model.parameters() if p.requires_grad],
-        config=deepspeed_config(config, cpu),
-    )
-    state = checkpoints.read_state(config.output_dir)
-    start = 0
-    if state is not None:
-        engine.load_checkpoint(str(checkpoints.checkpoint_root(config.output_dir)), tag=state.tag)
-        start = state.step
-        log.info("resuming from %s (step %d of %d)", state.tag, start, config.steps)
-    history = state.history if state else []
 
+
+def _sampler(config: TrainConfig, sources: dict, all_records: list, bundle: MediSee, rank: int,
+             start: int) -> tuple[MixedSampler, dict]:
+    """The mixed sampler, advanced past the draws of ``start`` completed steps, and each slice's
+    structures for the patch head in per-sample phases (per-image phases have them in the group)."""
     per_image = config.phase in ("segmentation", "patches")
     units = {k: group_by_image(v[0]) if per_image else v[0] for k, v in sources.items()}
-    # per-sample phases give each sample its slice's structures (per-image phases have them in the group)
     structures = slice_structures(all_records) if bundle.model.patch_head is not None and not per_image else {}
     sampler = MixedSampler(units, {k: v[1] for k, v in sources.items()}, seed=config.seed + rank)
     per_step = config.batch_size * config.grad_accumulation
     for _ in range(start * per_step):  # replay the draws of the completed steps
         next(sampler)
+    return sampler, structures
 
-    weights = dataclasses.replace(bundle.config.loss, **(config.loss_weights or {}))
-    bundle.model.train()
-    log_file = config.output_dir / "log.jsonl"
-    bar = tqdm(total=config.steps, initial=start, disable=not (show_progress and is_main), desc="training",
-               dynamic_ncols=True)
-    losses: dict[str, float] = {}
-    for step in range(start, config.steps):
-        rng = random.Random(config.seed * 1_000_003 + step * 101 + rank)
-        torch.manual_seed(config.seed + step)
-        generator = torch.Generator().manual_seed(config.seed + step)
-        started = time.perf_counter()
-        totals: dict[str, float] = {}
-        for _ in range(config.grad_accumulation):
-            drawn = [next(sampler) for _ in range(config.batch_size)]
-            if config.phase == "segmentation":
-                images, masks, boxes = zip(*(image_targets(group) for group in drawn))
-                terms = bundle.segmentation_loss(list(images), list(masks), list(boxes), weights, config.box_jitter, generator)
-            elif config.phase == "patches":
-                images, masks, _ = zip(*(image_targets(group) for group in drawn))
-                on_slice = [{r.class_text: m for r, m in zip(group, group_masks)} for group, group_masks in zip(drawn, masks)]
-                terms = bundle.patch_loss(list(images), on_slice, weights)
-            elif config.phase == "queries":
-                known = [r for r in drawn if asked_structures(r) is not None]
-                terms = bundle.query_loss([training_query(r, rng, config.query_kind) for r in known],
-                                          [asked_structures(r) for r in known], weights)
-            else:
-                samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune",
-                                              structures=structures.get(slice_key(r)))
-                           for r in drawn]
-                terms = bundle.loss(samples, weights, config.gt_box_prompts, generator)
-            engine.backward(terms["total"])
-            engine.step()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
-        losses = {k: round(v, 5) for k, v in totals.items()}
-        entry = {"step": step + 1, **losses, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
-        if is_main:
-            with log_file.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "ce", "dice", "giou")})
-            bar.update(1)
-            if (step + 1) % config.log_every == 0:
-                log.info("step %d/%d %s lr %.2e", step + 1, config.steps,
-                         " ".join(f"{k} {v:.4f}" for k, v in losses.items()), entry["lr"])
-        last = step + 1 == config.steps
-        if config.eval_every and (step + 1) % config.eval_every == 0 and not last and is_main:
-            history.append({"step": step + 1, **_evaluate(bundle, config, f"eval-step{step + 1}")})
-            bundle.model.train()
-        if (step + 1) % config.save_every == 0 or last:
-            checkpoints.save(engine, config.output_dir,
-                             checkpoints.RunState(step=step + 1, tag=f"step{step + 1:07d}", history=history),
-                             is_main, barrier, config.keep_checkpoints)
-            if is_main:
-                save_checkpoint(bundle, config.output_dir / "model",
-                                metadata={"trained": True, "step": step + 1, "phase": config.phase,
-                                          "description": f"MediSee {bundle.config.name}, {config.phase} step {step + 1}"})
-    bar.close()
-    cache, bundle.model.mask_head.frozen_cache = bundle.model.mask_head.frozen_cache, None
-    if cache is not None:
-        log.info("image embeddings: %d slices encoded, %.0f%% of lookups remembered", cache.misses, 100 * cache.hit_rate())
-    metrics = None
-    if is_main and config.val is not None:
-        metrics = _evaluate(bundle, config, "eval")
-    barrier()
-    return TrainResult(step=config.steps, model_dir=config.output_dir / "model", last_losses=losses, metrics=metrics)
+
+def _loss_terms(bundle: MediSee, config: TrainConfig, drawn: list, rng: random.Random, generator: torch.Generator,
+                weights, structures: dict) -> dict[str, torch.Tensor]:
+    """The phase's loss on one micro-batch of drawn units (records, or image groups in per-image phases)."""
+    if config.phase == "segmentation":
+        images, masks, boxes = zip(*(image_targets(group) for group in drawn))
+        return bundle.segmentation_loss(list(images), list(masks), list(boxes), weights, config.box_jitter, generator)
+    if config.phase == "patches":
+        images, masks, _ = zip(*(image_targets(group) for group in drawn))
+        on_slice = [{r.class_text: m for r, m in zip(group, group_masks)} for group, group_masks in zip(drawn, masks)]
+        return bundle.patch_loss(list(images), on_slice, weights)
+    if config.phase == "queries":
+        known = [r for r in drawn if asked_structures(r) is not None]
+        return bundle.query_loss([training_query(r, rng, config.query_kind) for r in known],
+                                 [asked_structures(r) for r in known], weights)
+    samples = [to_training_sample(r, rng, config.query_kind, with_plain_query=config.phase == "finetune",
+                                  structures=structures.get(slice_key(r)))
+               for r in drawn]
+    return bundle.loss(samples, weights, config.gt_box_prompts, generator)
+
+
+def _log_step(config: TrainConfig, entry: dict, losses: dict[str, float], log_file: Path, bar: tqdm) -> None:
+    with log_file.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "ce", "dice", "giou")})
+    bar.update(1)
+    if entry["step"] % config.log_every == 0:
+        log.info("step %d/%d %s lr %.2e", entry["step"], config.steps,
+                 " ".join(f"{k} {v:.4f}" for k, v in losses.items()), entry["lr"])
+
+
+def _save(engine, bundle: MediSee, config: TrainConfig, step: int, history: list, is_main: bool, barrier) -> None:
+    """The resumable DeepSpeed checkpoint and, on the main process, the exported model."""
+    checkpoints.save(engine, config.output_dir, checkpoints.RunState(step=step, tag=f"step{step:07d}", history=history),
+                     is_main, barrier, config.keep_checkpoints)
+    if is_main:
+        save_checkpoint(bundle, config.output_dir / "model",
+                        metadata={"trained": True, "step": step, "phase": config.phase,
+                                  "description": f"MediSee {bundle.config.name}, {config.phase} step {step}"})
 
 
 def _evaluate(bundle: MediSee, config: TrainConfig, name: str) -> dict:
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.predictor import Predictor
-
-    from medisee.evaluation.evaluate import evaluate
-
     bundle.model.eval()
     records = read_mlmr_jsonl(config.val)[: config.val_limit] if config.val_limit else read_mlmr_jsonl(config.val)
     metrics = evaluate(Predictor(bundle), records, config.output_dir / name)

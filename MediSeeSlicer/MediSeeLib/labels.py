@@ -17,7 +17,7 @@ from .geometry import Geometry
 
 def read_label_bytes(data: bytes, suffix: str = ".nii.gz") -> tuple[np.ndarray, Geometry]:
     """The label array (numpy (k, j, i) order) and its geometry from a label file's bytes."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # Slicer ships it; imported when an answer arrives, not when the module loads
 
     handle, path = tempfile.mkstemp(prefix="medisee-answer-", suffix=suffix)
     try:
@@ -37,7 +37,7 @@ def read_label_bytes(data: bytes, suffix: str = ".nii.gz") -> tuple[np.ndarray, 
 
 def write_label(labels: np.ndarray, geometry: Geometry, path: str | Path) -> Path:
     """Write ``labels`` (numpy order, the geometry's shape) as a compressed NIfTI aligned with ``geometry``."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # Slicer ships it; imported when an answer arrives, not when the module loads
 
     labels = np.asarray(labels)
     if labels.shape != tuple(geometry.shape):

@@ -14,9 +14,9 @@ from .errors import ServerFailed
 from .geometry import LPS_TO_RAS, Geometry
 from .labels import read_label_bytes
 from .multipart import InferAnswer
-from .terminology import Code, code_for, terminology_entry
+from .terminology import Code, code_for, colour_for, terminology_entry
 
-# distinct, colour-blind-friendly-ish colours (0-1 RGB), by label value
+# distinct, colour-blind-friendly-ish colours (0-1 RGB), by label value, for phrases outside the catalogue
 PALETTE = [(0.90, 0.30, 0.24), (0.20, 0.60, 0.86), (0.18, 0.80, 0.44), (0.95, 0.77, 0.06), (0.61, 0.35, 0.71),
            (0.90, 0.49, 0.13), (0.10, 0.74, 0.61), (0.91, 0.12, 0.55), (0.52, 0.76, 0.91), (0.55, 0.45, 0.33)]
 
@@ -103,15 +103,28 @@ def build_result(answer: InferAnswer) -> InferenceResult:
     if labels.shape != geometry.shape:
         raise ServerFailed(f"a label volume of shape {labels.shape} for an image of shape {geometry.shape}")
     entities = {e.label: e for e in result.entities}
+    colours = segment_colours({value: phrase for phrase, value in result.label_names.items()})
     segments = []
     for phrase, value in sorted(result.label_names.items(), key=lambda item: item[1]):
         entity = entities.get(value)
         segments.append(SegmentSpec(
-            label=value, name=phrase, color=PALETTE[(value - 1) % len(PALETTE)], mask=labels == value,
+            label=value, name=phrase, color=colours[value], mask=labels == value,
             score=entity.score if entity else 0.0, slices=sorted(int(k) for k in entity.slices) if entity else [],
             code=code_for(phrase)))
     return InferenceResult(query=result.query, answer=result.answer, axis=result.axis, slices=list(result.slices),
                            geometry=geometry, labels=labels, segments=segments, response=result)
+
+
+def segment_colours(names: dict[int, str]) -> dict[int, tuple[float, float, float]]:
+    """Label value -> colour: a catalogue structure's own colour (the same in every answer), else the
+    palette's by label value; a colour already given in this answer goes to the palette too."""
+    colours: dict[int, tuple[float, float, float]] = {}
+    for value, phrase in sorted(names.items()):
+        colour = colour_for(phrase)
+        if colour is None or colour in colours.values():
+            colour = PALETTE[(value - 1) % len(PALETTE)]
+        colours[value] = colour
+    return colours
 
 
 def roi_specs(result: InferenceResult, per_slice: bool = True) -> list[RoiSpec]:

@@ -1,29 +1,16 @@
-"""Standard terminology (SNOMED CT) for the structures MediSee knows, as Slicer segment terminology entries.
+"""Standard terminology (SNOMED CT) and display colours of the structures MediSee knows, for Slicer segments.
 
-Only codes we are sure of are listed; other phrases get no terminology entry rather than a guessed one.
+Both come from the catalogue's generated mirror (:mod:`.catalogue`). Only codes we are sure of are listed;
+other phrases get no terminology entry rather than a guessed one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .catalogue import CODES, COLOURS
+
 ANATOMICAL_STRUCTURE = ("123037004", "Anatomical Structure")
-# SNOMED CT concept id and meaning; vertebra, grey/white matter and lateral ventricles are left out
-# until their codes are checked against Slicer's General Anatomy list.
-STRUCTURES: dict[str, tuple[str, str]] = {
-    "liver": ("10200004", "Liver"),
-    "spleen": ("78961009", "Spleen"),
-    "right kidney": ("9846003", "Right kidney"),
-    "left kidney": ("18639004", "Left kidney"),
-    "kidney": ("64033007", "Kidney"),
-    "aorta": ("15825003", "Aorta"),
-    "heart": ("80891009", "Heart"),
-    "right lung": ("3341006", "Right lung"),
-    "left lung": ("44029006", "Left lung"),
-    "lung": ("39607008", "Lung"),
-    "stomach": ("69695003", "Stomach"),
-    "brain": ("12738006", "Brain"),
-}
 
 
 @dataclass(frozen=True)
@@ -33,13 +20,26 @@ class Code:
     scheme: str = "SCT"
 
 
+def _named(phrase: str, names) -> str | None:
+    """The longest of ``names`` that ``phrase`` names, singular or plural ("right kidney" before "kidney")."""
+    words = " ".join(phrase.lower().replace("-", " ").split())
+    for name in sorted(names, key=len, reverse=True):
+        if f" {name} " in f" {words} " or f" {name}s " in f" {words} ":
+            return name
+    return None
+
+
 def code_for(phrase: str) -> Code | None:
     """The code of the structure ``phrase`` names ("the right kidney" -> Right kidney), or None."""
-    words = " ".join(phrase.lower().replace("-", " ").split())
-    for name in sorted(STRUCTURES, key=len, reverse=True):  # "right kidney" before "kidney"
-        if f" {name} " in f" {words} " or f" {name}s " in f" {words} ":
-            return Code(*STRUCTURES[name])
-    return None
+    name = _named(phrase, CODES)
+    return Code(*CODES[name]) if name else None
+
+
+def colour_for(phrase: str) -> tuple[float, float, float] | None:
+    """The catalogue's display colour (0-1 RGB) of the structure ``phrase`` names, or None: the same
+    structure gets the same colour in every answer."""
+    name = _named(phrase, COLOURS)
+    return tuple(channel / 255 for channel in COLOURS[name]) if name else None
 
 
 def terminology_entry(code: Code) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..evaluation.calibrate import calibrate
+
 
 def register(commands) -> None:
     parser = commands.add_parser(
@@ -24,8 +26,6 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medisee.evaluation.calibrate import calibrate
-
     if not 0 < args.absent_goal <= 1:
         raise ValueError(f"--absent-goal must be in (0, 1], got {args.absent_goal}")
     result = calibrate(args.model, args.data, absent_goal=args.absent_goal)

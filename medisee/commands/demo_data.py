@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..data.demo.brain import TemplateNotFoundError
+from ..data.demo.build import build_demo_dataset
+
 log = logging.getLogger("medisee.demo")
 
 
@@ -48,9 +51,6 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.demo.brain import TemplateNotFoundError
-    from ..data.demo.build import build_demo_dataset
-
     log.info("generating %d CT and %d brain patients into %s (seed %d)", args.patients, args.brain_patients,
              args.out, args.seed)
     try:

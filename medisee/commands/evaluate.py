@@ -11,7 +11,13 @@ import logging
 import math
 from pathlib import Path
 
-from ..predictor import MODES
+from ..data.mlmr import read_mlmr_jsonl
+from ..evaluation.evaluate import evaluate
+from ..evaluation.evaluate_human import evaluate_human, read_human_queries
+from ..evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
+from ..evaluation.evaluate_volumes import evaluate_volumes
+from ..models import load_model
+from ..predictor import MODES, Predictor
 from ..study import LANGUAGE_SLICES
 
 log = logging.getLogger("medisee.evaluate")
@@ -68,12 +74,6 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medisee.evaluation.evaluate import evaluate
-    from medisee.evaluation.evaluate_human import evaluate_human, read_human_queries
-
-    from ..models import load_model
-    from ..predictor import Predictor
-
     data = Path(args.data)
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data file")
@@ -86,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.human_per_record < 1:
         raise ValueError(f"--human-per-record must be at least 1, got {args.human_per_record}")
     questions = read_human_queries(args.human_queries) if args.human_queries is not None else None
-    from ..data.mlmr import read_mlmr_jsonl  # raises DataError ("file:line: why") for bad records
-
-    records = read_mlmr_jsonl(data)
+    records = read_mlmr_jsonl(data)  # raises DataError ("file:line: why") for bad records
     if args.limit is not None:
         records = records[: args.limit]
     if not records:
@@ -108,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"mask_quality vs IoU (Spearman, present targets with a mask): {metrics['mask_quality_iou_spearman']:.3f}")
     print(f"metrics in {out / 'metrics.json'}")
     if args.mimo:
-        from medisee.evaluation.evaluate_mimo import evaluate_mimo, mimo_instructions
-
         chosen = mimo_instructions(records, limit_per_perspective=args.mimo_limit)
         if not chosen:
             raise ValueError(f"{data}: no present targets to build MIMO instructions from")
@@ -124,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_human_table(human, metrics))
         print(f"people's-question metrics in {out / 'human_metrics.json'}")
     if args.volumes:
-        from medisee.evaluation.evaluate_volumes import evaluate_volumes
-
         log.info("whole test volumes of %s (%s mode, %s slices read)", data.parent, args.volume_mode, args.volume_reading)
         volumes = evaluate_volumes(predictor, data.parent, out, questions, mode=args.volume_mode,
                                    language_slices=args.volume_reading, patients=args.volume_patients,

@@ -10,6 +10,7 @@ from ..config import PRESETS, MediSeeConfig, preset
 from ..memory import memory_table
 from ..model.medisee import MediSeeModel
 from ..model.trainable import configure_trainable, count_parameters
+from ..models import load_model
 
 
 def register(commands) -> None:
@@ -88,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
         if args.memory:
             print(memory_table(model, config))
         return 0
-    from ..models import load_model
-
     loaded = load_model(args.model)
     title = f"MediSee model {loaded.name}" + ("" if loaded.trained else " [UNTRAINED]")
     print(describe(loaded.bundle.config, loaded.bundle.model, title))

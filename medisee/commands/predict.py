@@ -16,7 +16,7 @@ import numpy as np
 from ..answer import OutputFiles, build_answer
 from ..atomic import write_json
 from ..imaging import AXES, MedicalImage, read_image, write_mask, write_overlay_png
-from ..models import PRECISIONS
+from ..models import PRECISIONS, load_model
 from ..predictor import MODES, Predictor, validate_query
 from ..study import LANGUAGE_SLICES, StudyAnswer, StudyQuestion, ask_study
 
@@ -71,8 +71,6 @@ def _numbers(count: int, shape: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import load_model
-
     image = read_image(args.image)
     question = StudyQuestion(query=args.query, slices=args.slice, axis=args.axis if image.ndim == 3 else "axial",
                              box=args.box, point=args.point, window=args.window, mode=args.mode,

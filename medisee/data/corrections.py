@@ -36,8 +36,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import AXES, ImageReadError, MedicalImage, extract_slice, read_image, to_uint8
-from ..imaging.windowing import resolve_window
-from ..study import parse_window
+from ..imaging.windowing import parse_window, resolve_window
 from .mlmr import mask_bbox
 from .queries import absent_explanation
 from .records import DataError, Record

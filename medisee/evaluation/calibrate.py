@@ -21,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from medisee.config import BOX_SOURCES
+from medisee.atomic import write_json
+from medisee.config import BOX_SOURCES, MediSeeConfig
+from medisee.data.loader import load_image, load_mask
+from medisee.data.mlmr import read_mlmr_jsonl
+from medisee.metrics import box_iou, mask_to_box
+from medisee.predictor import Predictor
+from medisee.weights import CONFIG_FILE, load_checkpoint
+
+from .evaluate import best_entity, gt_box_pixels
 
 log = logging.getLogger("medisee.calibrate")
 GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
@@ -70,11 +78,6 @@ def choose_box_source(measured: Measurements, threshold: float) -> tuple[str, di
 def measure(predictor, records) -> Measurements:
     """Every short and long query of ``records``, fast mode. ``predictor`` must keep every
     entity (threshold 0) and report the decoder's boxes (the mask's box is derived here)."""
-    from medisee.data.loader import load_image, load_mask
-    from medisee.metrics import box_iou, mask_to_box
-
-    from .evaluate import best_entity, gt_box_pixels
-
     out = Measurements()
     for record in records:
         image = load_image(record)
@@ -94,12 +97,6 @@ def measure(predictor, records) -> Measurements:
 
 def calibrate(model_dir: Path, val: Path, absent_goal: float = ABSENT_GOAL) -> Calibration:
     """Measure on ``val`` and write the threshold into ``model_dir``'s config (atomically)."""
-    from medisee.atomic import write_json
-    from medisee.config import MediSeeConfig
-    from medisee.data.mlmr import read_mlmr_jsonl
-    from medisee.predictor import Predictor
-    from medisee.weights import CONFIG_FILE, load_checkpoint
-
     bundle = load_checkpoint(model_dir)
     bundle.config.box_source = "decoder"  # measure the decoder's boxes; the mask's come from the masks
     measured = measure(Predictor(bundle, score_threshold=0.0), read_mlmr_jsonl(val))

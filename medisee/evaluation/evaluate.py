@@ -136,103 +136,142 @@ def evaluate(predictor, records: list[Record], out_dir: Path, mode: str = "fast"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    overall = _Split()
-    by_class: dict[str, _Split] = {}
-    by_modality: dict[str, _Split] = {}
-    worst: list[_Worst] = []  # max-heap on IoU (stored negated) of the report.WORST_CASES lowest
-    samples: list[dict] = []
-    skipped = 0
+    tally = _Tally()
     cache = getattr(predictor, "cache", None)
     hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
     started = time.perf_counter()
-
     for done, record in enumerate(records, start=1):
-        image = load_image(record)
-        gt_mask = gt_box = None
-        if not record.absent:
-            if record.mask is None:
-                raise DataError(f"{record.source}: a present target needs a mask")
-            gt_mask = load_mask(record)
-            if gt_mask.shape != image.shape[:2]:
-                raise DataError(f"{record.source}: mask {gt_mask.shape} and image {image.shape[:2]} differ in size")
-            gt_box = gt_box_pixels(record, gt_mask)
-        splits = [overall, by_class.setdefault(record.class_text, _Split())]
-        modality = record.extra.get("modality")
-        if modality:
-            splits.append(by_modality.setdefault(str(modality), _Split()))
-
+        truth = _truth(record)
+        splits = tally.splits(record)
         for kind in KINDS:
             query = getattr(record, kind) or ""
             if not query.strip():
-                skipped += 1
+                tally.skipped += 1
                 log.debug("%s: no %s query, skipped", record.source, kind)
                 continue
             tick = time.perf_counter()
             try:
-                prediction = predictor.predict(image, query, mode=mode)
+                prediction = predictor.predict(truth.image, query, mode=mode)
             except PredictionInputError as err:
                 raise DataError(f"{record.source}: {err}") from err
-            seconds = time.perf_counter() - tick
-            best = best_entity(prediction.entities)
-            groups = [g for split in splits for g in split.targets(kind)]
-            sample = {
-                "source": record.source, "image": str(record.image), "class": record.class_text, "kind": kind,
-                "modality": modality, "query": query, "absent": bool(record.absent),
-                "predicted_nothing": best is None, "score": None if best is None else float(best.score),
-                "mask_quality": None if best is None else float(best.mask_quality),
-                "iou": None, "dice": None, "box_iou": None, "seconds": round(seconds, 4),
-            }
-            for group in groups:
-                group.seconds += seconds
-                group.queries += 1
-            if record.absent:
-                for group in groups:
-                    group.absence.add(best is None)
-            else:
-                pred_mask = np.zeros_like(gt_mask) if best is None else np.asarray(best.mask, dtype=bool)
-                if pred_mask.shape != gt_mask.shape:
-                    raise ValueError(f"{record.source}: the predictor returned a {pred_mask.shape} mask "
-                                     f"for a {gt_mask.shape} image")
-                pred_box = None if best is None else best.box
-                for group in groups:
-                    iou, dice = group.segmentation.add(pred_mask, gt_mask)
-                    if gt_box is not None:
-                        box = group.detection.add(pred_box, gt_box)
-                sample.update(iou=iou, dice=dice, box_iou=box if gt_box is not None else None)
-                _keep_worst(worst, len(samples), iou, lambda: report.tile(
-                    image, gt_mask, pred_mask, gt_box, pred_box,
-                    [f"{record.class_text} ({kind})",
-                     f"IoU {iou:.2f}  Dice {dice:.2f}  box " + (f"{box:.2f}" if gt_box is not None else "-")
-                     + ("  [nothing]" if best is None else ""),
-                     query]))
-            samples.append(sample)
+            tally.add(record, kind, query, truth, prediction, time.perf_counter() - tick, splits)
         if progress is not None:
             progress(done, len(records))
 
     total = time.perf_counter() - started
-    queries = len(samples)
-    metrics = {
+    cache_counts = {"hits": cache.hits - hits0, "misses": cache.misses - misses0} if cache is not None else None
+    metrics = _metrics(tally, records, mode, total, cache_counts)
+    write_text(out_dir / "per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in tally.samples))
+    worst = sorted(tally.worst, key=lambda w: (-w.neg_iou, -w.order))
+    report.save_png(report.worst_cases_grid([w.tile for w in worst]), out_dir / "worst_cases.png")
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+@dataclass
+class _Truth:
+    """One record's pixels and ground truth (no mask or box for an absent target)."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    box: tuple[float, float, float, float] | None
+
+
+def _truth(record: Record) -> _Truth:
+    image = load_image(record)
+    gt_mask = gt_box = None
+    if not record.absent:
+        if record.mask is None:
+            raise DataError(f"{record.source}: a present target needs a mask")
+        gt_mask = load_mask(record)
+        if gt_mask.shape != image.shape[:2]:
+            raise DataError(f"{record.source}: mask {gt_mask.shape} and image {image.shape[:2]} differ in size")
+        gt_box = gt_box_pixels(record, gt_mask)
+    return _Truth(image, gt_mask, gt_box)
+
+
+class _Tally:
+    """What one evaluation accumulates: the groups' metrics, one sample per query, the worst cases."""
+
+    def __init__(self) -> None:
+        self.overall = _Split()
+        self.by_class: dict[str, _Split] = {}
+        self.by_modality: dict[str, _Split] = {}
+        self.worst: list[_Worst] = []  # max-heap on IoU (stored negated) of the report.WORST_CASES lowest
+        self.samples: list[dict] = []
+        self.skipped = 0
+
+    def splits(self, record: Record) -> list[_Split]:
+        """The splits a record counts in: overall, its class and its modality (when known)."""
+        splits = [self.overall, self.by_class.setdefault(record.class_text, _Split())]
+        modality = record.extra.get("modality")
+        if modality:
+            splits.append(self.by_modality.setdefault(str(modality), _Split()))
+        return splits
+
+    def add(self, record: Record, kind: str, query: str, truth: _Truth, prediction, seconds: float,
+            splits: list[_Split]) -> None:
+        """Score one query's prediction against the record's truth."""
+        best = best_entity(prediction.entities)
+        groups = [g for split in splits for g in split.targets(kind)]
+        sample = {
+            "source": record.source, "image": str(record.image), "class": record.class_text, "kind": kind,
+            "modality": record.extra.get("modality"), "query": query, "absent": bool(record.absent),
+            "predicted_nothing": best is None, "score": None if best is None else float(best.score),
+            "mask_quality": None if best is None else float(best.mask_quality),
+            "iou": None, "dice": None, "box_iou": None, "seconds": round(seconds, 4),
+        }
+        for group in groups:
+            group.seconds += seconds
+            group.queries += 1
+        if record.absent:
+            for group in groups:
+                group.absence.add(best is None)
+        else:
+            sample.update(self._present(record, kind, query, truth, best, groups))
+        self.samples.append(sample)
+
+    def _present(self, record: Record, kind: str, query: str, truth: _Truth, best: Entity | None,
+                 groups: list[_Group]) -> dict:
+        """Segmentation and detection of a present target; its IoU, Dice and box IoU."""
+        gt_mask, gt_box = truth.mask, truth.box
+        pred_mask = np.zeros_like(gt_mask) if best is None else np.asarray(best.mask, dtype=bool)
+        if pred_mask.shape != gt_mask.shape:
+            raise ValueError(f"{record.source}: the predictor returned a {pred_mask.shape} mask "
+                             f"for a {gt_mask.shape} image")
+        pred_box = None if best is None else best.box
+        for group in groups:
+            iou, dice = group.segmentation.add(pred_mask, gt_mask)
+            if gt_box is not None:
+                box = group.detection.add(pred_box, gt_box)
+        _keep_worst(self.worst, len(self.samples), iou, lambda: report.tile(
+            truth.image, gt_mask, pred_mask, gt_box, pred_box,
+            [f"{record.class_text} ({kind})",
+             f"IoU {iou:.2f}  Dice {dice:.2f}  box " + (f"{box:.2f}" if gt_box is not None else "-")
+             + ("  [nothing]" if best is None else ""),
+             query]))
+        return {"iou": iou, "dice": dice, "box_iou": box if gt_box is not None else None}
+
+
+def _metrics(tally: _Tally, records: list[Record], mode: str, total: float, cache_counts: dict | None) -> dict:
+    queries = len(tally.samples)
+    return {
         "schema": SCHEMA_VERSION,
         "mode": mode,
         "records": len(records),
         "present_records": sum(not r.absent for r in records),
         "absent_records": sum(bool(r.absent) for r in records),
         "queries": queries,
-        "skipped_queries": skipped,
-        "seconds_per_query": overall.groups["overall"].seconds / queries if queries else None,
+        "skipped_queries": tally.skipped,
+        "seconds_per_query": tally.overall.groups["overall"].seconds / queries if queries else None,
         "total_seconds": round(total, 3),
-        "cache": ({"hits": cache.hits - hits0, "misses": cache.misses - misses0} if cache is not None else None),
-        "mask_quality_iou_spearman": quality_iou_correlation(samples),
-        **overall.summary(),
-        "by_class": {name: split.summary() for name, split in sorted(by_class.items())},
-        "by_modality": {name: split.summary() for name, split in sorted(by_modality.items())},
+        "cache": cache_counts,
+        "mask_quality_iou_spearman": quality_iou_correlation(tally.samples),
+        **tally.overall.summary(),
+        "by_class": {name: split.summary() for name, split in sorted(tally.by_class.items())},
+        "by_modality": {name: split.summary() for name, split in sorted(tally.by_modality.items())},
         "files": {"per_sample": "per_sample.jsonl", "worst_cases": "worst_cases.png"},
     }
-    write_text(out_dir / "per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-    report.save_png(report.worst_cases_grid([w.tile for w in sorted(worst, key=lambda w: (-w.neg_iou, -w.order))]),
-              out_dir / "worst_cases.png")
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
 def quality_iou_correlation(samples: list[dict]) -> float | None:

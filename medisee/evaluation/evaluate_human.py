@@ -164,92 +164,117 @@ def evaluate_human(predictor, records: list[Record], questions: HumanQueries, ou
         raise ValueError(f"per_record must be at least 1, got {per_record}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = _Groups()
-    samples: list[dict] = []
-    agree: list[bool] = []
-    repeated: list[bool] = []
-    turn = {(name, kind): 0 for name in questions.structures for kind in KINDS}
+    run = _HumanRun(predictor, questions, mode, per_record)
     by_slice: dict[tuple, list[Record]] = {}
     for record in records:
         by_slice.setdefault(slice_key(record), []).append(record)
     outside_slices = _outside_slices(by_slice)
     started = time.perf_counter()
-
-    def ask(image: np.ndarray, query: str, record: Record) -> Prediction:
-        try:
-            prediction = predictor.predict(image, query, mode=mode)
-        except PredictionInputError as err:
-            raise DataError(f"{record.source}: {err}") from err
-        if mode == "full":
-            agree.append(answer_agrees(prediction))
-            repeated.append(repeats_a_word(prediction.answer))
-        return prediction
-
     for done, (key, slice_records) in enumerate(by_slice.items(), start=1):
         first = slice_records[0]
         image = load_image(first)
-        modality = str(first.extra.get("modality") or "")
+        truths = run.single_structures(image, slice_records)
+        run.multi(image, first, truths)
+        if key in outside_slices:
+            run.not_in_catalogue(image, first)
+        if progress is not None:
+            progress(done, len(by_slice))
+
+    metrics = {
+        "mode": mode,
+        "queries": len(run.samples),
+        "seconds": round(time.perf_counter() - started, 1),
+        "groups": {name: run.groups[name].summary() for name in sorted(run.groups)},
+        "agreement": {"rate": _rate(run.agree), "count": len(run.agree)},
+        "repeated_words": {"rate": _rate(run.repeated), "count": len(run.repeated)},
+        "files": {"per_sample": "human_per_sample.jsonl"},
+    }
+    write_text(out_dir / "human_per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in run.samples))
+    write_text(out_dir / "human_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+class _HumanRun:
+    """One evaluation's state: the groups, the per-query samples, and which question of each
+    structure and kind comes next."""
+
+    def __init__(self, predictor, questions: HumanQueries, mode: str, per_record: int) -> None:
+        self.predictor, self.questions, self.mode, self.per_record = predictor, questions, mode, per_record
+        self.groups = _Groups()
+        self.samples: list[dict] = []
+        self.agree: list[bool] = []
+        self.repeated: list[bool] = []
+        self.turn = {(name, kind): 0 for name in questions.structures for kind in KINDS}
+
+    def ask(self, image: np.ndarray, query: str, record: Record) -> Prediction:
+        try:
+            prediction = self.predictor.predict(image, query, mode=self.mode)
+        except PredictionInputError as err:
+            raise DataError(f"{record.source}: {err}") from err
+        if self.mode == "full":
+            self.agree.append(answer_agrees(prediction))
+            self.repeated.append(repeats_a_word(prediction.answer))
+        return prediction
+
+    def single_structures(self, image: np.ndarray, slice_records: list[Record]) -> dict[str, np.ndarray]:
+        """Ask each target record of the slice its structure's questions; the true masks by structure."""
+        modality = str(slice_records[0].extra.get("modality") or "")
         truths: dict[str, np.ndarray] = {}
         for record in slice_records:
             structure = find_structure(record.class_text)
-            if record.extra.get("targets") or structure is None or structure.name not in questions.structures:
+            if record.extra.get("targets") or structure is None or structure.name not in self.questions.structures:
                 continue
             name = structure.name
             gt_mask = None if record.absent else load_mask(record)
             if gt_mask is not None:
                 truths[name] = gt_mask
             for kind in KINDS:
-                pool = questions.structures[name][kind]
-                for _ in range(min(per_record, len(pool))):
-                    query = pool[turn[(name, kind)] % len(pool)]
-                    turn[(name, kind)] += 1
-                    prediction = ask(image, query, record)
-                    best = best_entity(prediction.entities)
-                    sample = _sample(record, name, kind, query, prediction)
-                    if record.absent:
-                        for group in (groups["absent"], groups["nothing"], groups[f"absent {kind}"]):
-                            group.nothing.add(best is None)
-                    else:
-                        targets = [groups[g] for g in ("overall", kind, f"modality {modality}",
-                                                       f"{modality} {kind}", f"class {name}")]
-                        iou = _score_present(targets, best, gt_mask, gt_box_pixels(record, gt_mask))
-                        named = any(_structure_of(e) == name for e in prediction.entities)
-                        for group in targets:
-                            group.named.append(named)
-                        sample.update(iou=iou, named=named)
-                    samples.append(sample)
-        for names, query in questions.multi:
+                pool = self.questions.structures[name][kind]
+                for _ in range(min(self.per_record, len(pool))):
+                    query = pool[self.turn[(name, kind)] % len(pool)]
+                    self.turn[(name, kind)] += 1
+                    self._single(image, record, name, kind, query, modality, gt_mask)
+        return truths
+
+    def _single(self, image: np.ndarray, record: Record, name: str, kind: str, query: str, modality: str,
+                gt_mask: np.ndarray | None) -> None:
+        prediction = self.ask(image, query, record)
+        best = best_entity(prediction.entities)
+        sample = _sample(record, name, kind, query, prediction)
+        groups = self.groups
+        if record.absent:
+            for group in (groups["absent"], groups["nothing"], groups[f"absent {kind}"]):
+                group.nothing.add(best is None)
+        else:
+            targets = [groups[g] for g in ("overall", kind, f"modality {modality}", f"{modality} {kind}", f"class {name}")]
+            iou = _score_present(targets, best, gt_mask, gt_box_pixels(record, gt_mask))
+            named = any(_structure_of(e) == name for e in prediction.entities)
+            for group in targets:
+                group.named.append(named)
+            sample.update(iou=iou, named=named)
+        self.samples.append(sample)
+
+    def multi(self, image: np.ndarray, first: Record, truths: dict[str, np.ndarray]) -> None:
+        """Every multi request whose structures are all on the slice."""
+        for names, query in self.questions.multi:
             if all(n in truths for n in names):
-                prediction = ask(image, query, first)
+                prediction = self.ask(image, query, first)
                 named = [any(_structure_of(e) == n for e in prediction.entities) for n in names]
                 hits = [_returned(prediction.entities, n, truths[n]) for n in names]
-                groups["multi"].all_named.append(all(named))
-                groups["multi"].all_returned.append(all(hits))
-                samples.append({"source": first.source, "kind": "multi", "structures": list(names), "query": query,
-                                "answer": prediction.answer, "entities": [e.phrase for e in prediction.entities],
-                                "named": named, "returned": hits})
-        if key in outside_slices:
-            for structure, query in questions.outside:
-                prediction = ask(image, query, first)
-                for group in (groups["not_in_catalogue"], groups["nothing"]):
-                    group.nothing.add(not prediction.entities)
-                samples.append({"source": first.source, "kind": "not_in_catalogue", "class": structure, "query": query,
-                                "answer": prediction.answer, "entities": [e.phrase for e in prediction.entities]})
-        if progress is not None:
-            progress(done, len(by_slice))
+                self.groups["multi"].all_named.append(all(named))
+                self.groups["multi"].all_returned.append(all(hits))
+                self.samples.append({"source": first.source, "kind": "multi", "structures": list(names), "query": query,
+                                     "answer": prediction.answer, "entities": [e.phrase for e in prediction.entities],
+                                     "named": named, "returned": hits})
 
-    metrics = {
-        "mode": mode,
-        "queries": len(samples),
-        "seconds": round(time.perf_counter() - started, 1),
-        "groups": {name: groups[name].summary() for name in sorted(groups)},
-        "agreement": {"rate": _rate(agree), "count": len(agree)},
-        "repeated_words": {"rate": _rate(repeated), "count": len(repeated)},
-        "files": {"per_sample": "human_per_sample.jsonl"},
-    }
-    write_text(out_dir / "human_per_sample.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-    write_text(out_dir / "human_metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    def not_in_catalogue(self, image: np.ndarray, first: Record) -> None:
+        """Every question about a structure outside the catalogue: nothing must come back."""
+        for structure, query in self.questions.outside:
+            prediction = self.ask(image, query, first)
+            for group in (self.groups["not_in_catalogue"], self.groups["nothing"]):
+                group.nothing.add(not prediction.entities)
+            self.samples.append({"source": first.source, "kind": "not_in_catalogue", "class": structure, "query": query,
+                                 "answer": prediction.answer, "entities": [e.phrase for e in prediction.entities]})
 
 
 def _outside_slices(by_slice: dict[tuple, list[Record]]) -> set[tuple]:

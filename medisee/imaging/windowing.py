@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .image import MedicalImage
@@ -47,6 +49,24 @@ def normalize_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 9
     if high <= low:
         return np.zeros(array.shape, dtype=np.uint8)
     return _scale(array, low, high)
+
+
+def parse_window(spec: str | Sequence[float] | None) -> str | tuple[float, float] | None:
+    """A window as people give it: a preset name (any case), ``"LEVEL,WIDTH"`` or a (level,
+    width) pair; None stays None. ValueError says what is wrong."""
+    if spec is None:
+        return spec
+    if isinstance(spec, str) and "," not in spec:
+        if spec.strip().lower() not in CT_WINDOWS:
+            raise ValueError(f"unknown window {spec!r}; presets: {', '.join(CT_WINDOWS)} (or LEVEL,WIDTH)")
+        return spec.strip().lower()
+    try:
+        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 2 or not all(np.isfinite(values)) or values[1] <= 0:
+        raise ValueError(f"window must be a preset name or LEVEL,WIDTH (finite numbers, WIDTH > 0), got {spec!r}")
+    return values[0], values[1]
 
 
 def resolve_window(window: str | tuple[float, float]) -> tuple[float, float]:

@@ -14,10 +14,10 @@ import torch
 
 from .. import losses
 from ..config import LossWeights, MediSeeConfig
-from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder
+from ..conversation import IGNORE_INDEX, EncodedPrompt, PromptEncoder, answer_prefix
 from ..tokenizer import candidate_token_ids
 from .medisee import ImageEncoding, MediSeeModel
-from .preprocess import clip_preprocess, sam_preprocess, structure_coverage, to_rgb_tensor
+from .preprocess import clip_preprocess, postprocess_masks, sam_preprocess, structure_coverage, to_rgb_tensor
 from .sentence_encoder import SentenceEncoder, load_sentence_encoder
 
 
@@ -185,8 +185,6 @@ class MediSee:
         model: how the mask head learns from scratch before the seg token carries meaning
         (MedSAM was trained the same way). ``masks[i]`` (k, H, W) and ``boxes[i]`` (k, 4;
         normalised xyxy) belong to ``images[i]``; boxes move by up to ``jitter`` of their size."""
-        from .preprocess import postprocess_masks
-
         sam_pixels, _, resized, original = self.prepare_images(images)
         embeddings = self.model.mask_head.encode_image(sam_pixels)
         fine = self.model.mask_head.encode_fine(sam_pixels)
@@ -319,8 +317,6 @@ class MediSee:
     def _similarity_terms(self, fwd, tokens: TokenBatch, images: ImageEncoding, samples, paired: list[int]) -> dict[str, torch.Tensor]:
         """Sim(h_img, h_seg) of the reasoning query against that of the plain label query,
         answered with the same number of groups, for the ``paired`` rows."""
-        from ..conversation import answer_prefix
-
         prefix = answer_prefix(self.config.candidate_tokens)
         plain = self.tokenize([(samples[i].plain_query, " ".join([prefix] * len(samples[i].masks))) for i in paired])
         index = torch.tensor(paired, device=self.device)

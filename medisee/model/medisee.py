@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..boxes import cxcywh_to_xyxy
 from ..config import MediSeeConfig
-from .box_head import BoxDecoder, cxcywh_to_xyxy
+from .box_head import BoxDecoder
 from .fusion import CandidateRouter
 from .mllm import LlavaMLLM
-from .preprocess import image_cells
+from .preprocess import image_cells, postprocess_masks, to_clip_frame
 from .seg_head import MaskHead
 from .sentence_encoder import encoder_dim
+from .trainable import inject_lora
 from .visual_prompts import InputAligner, VisualPromptEncoder, prompt_class_weights
 
 
@@ -125,8 +127,6 @@ class MediSeeModel(nn.Module):
         # token ids of each patch class's name, then of "No" (set by ``set_tag_words``; -1 pads)
         self.register_buffer("tag_word_ids", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         if config.lora is not None:
-            from .trainable import inject_lora
-
             inject_lora(self, config.lora)
 
     def set_tag_words(self, ids: list[list[int]]) -> None:
@@ -270,8 +270,6 @@ class MediSeeModel(nn.Module):
 
     def _clip_frame(self, boxes: torch.Tensor, points: torch.Tensor,
                     sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        from .preprocess import to_clip_frame
-
         clip = self.config.clip
         moved_boxes, moved_points = [], []
         for row, size in enumerate(sizes):
@@ -338,8 +336,6 @@ class MediSeeModel(nn.Module):
         The box prompt is the predicted box unless ``prompt_boxes`` (G, 4, normalised
         xyxy; NaN rows keep the prediction) overrides it; ``prompt_points`` (G, P, 2) are
         normalised (x, y) clicks."""
-        from .preprocess import postprocess_masks
-
         if len(image_of_group) == 0:
             outputs.mask_logits, outputs.mask_quality = [], outputs.boxes.new_zeros(0)
             return outputs

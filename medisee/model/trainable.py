@@ -30,6 +30,7 @@ def inject_lora(model: nn.Module, settings: LoraSettings) -> None:
 
     Uses peft in place, so parameter names become ``...q_proj.base_layer.weight`` and
     ``...q_proj.lora_A.default.weight``; CLIP's own q/v projections stay untouched."""
+    # peft takes about 2 s to import: only building a model with LoRA needs it (not --help or demo-data)
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(

@@ -2,13 +2,9 @@ import re
 
 import pytest
 
+from medisee.data.catalogue import catalogue
 from medisee.data.knowledge import find_structure, load_knowledge, normalise
 
-REQUIRED = {
-    "CT": ["liver", "spleen", "left kidney", "right kidney", "aorta", "vertebra", "left lung", "right lung", "heart",
-           "stomach"],
-    "MR": ["grey matter", "white matter", "lateral ventricles", "brain"],
-}
 KNOWLEDGE = load_knowledge()
 
 
@@ -25,8 +21,8 @@ def all_texts(structure):
         yield finding.phrase
 
 
-@pytest.mark.parametrize("modality, name", [(m, n) for m, names in REQUIRED.items() for n in names])
-def test_required_structures_are_rich(modality, name):
+@pytest.mark.parametrize("modality, name", [(m, entry.name) for entry in catalogue() for m in entry.modalities])
+def test_every_catalogue_structure_is_rich(modality, name):
     structure = KNOWLEDGE[name]
     assert modality in structure.modalities and structure.region in ("abdomen", "thorax", "brain", "spine")
     assert structure.synonyms and structure.kind

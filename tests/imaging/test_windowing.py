@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from medisee.imaging import CT_WINDOWS, MedicalImage, normalize_percentile, to_uint8, window_ct
+from medisee.imaging.windowing import parse_window
 
 
 def _image(array, modality=None, ndim=None):
@@ -100,3 +101,13 @@ def test_to_uint8_windows_a_volume_in_hounsfield_units_without_a_modality():
     mr = np.array([[0, 300], [900, 1200]], dtype=np.int16)
     assert np.array_equal(to_uint8(_image(mr)), normalize_percentile(mr))
     assert np.array_equal(to_uint8(_image(ct, modality="MR")), normalize_percentile(ct))
+
+
+def test_parse_window_reads_presets_and_level_width_and_names_the_mistake():
+    assert parse_window(None) is None and parse_window(" Bone") == "bone"
+    assert parse_window("-600, 1500") == (-600.0, 1500.0) and parse_window((40, 80)) == (40.0, 80.0)
+    with pytest.raises(ValueError, match="unknown window 'disco'; presets: abdomen"):
+        parse_window("disco")
+    for bad in ("40,0", "a,b", [1, 2, 3], "40,inf", "1,2,3"):
+        with pytest.raises(ValueError, match="LEVEL,WIDTH"):
+            parse_window(bad)

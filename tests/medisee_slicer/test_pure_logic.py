@@ -17,7 +17,8 @@ from MediSeeLib.local_server import serve_command
 from MediSeeLib.multipart import parse_infer_response
 from MediSeeLib.scope import (Scope, box_prompt, panel_request, parse_history, point_prompt, remember, request_params,
                               slice_index_at, view_axis)
-from MediSeeLib.terminology import code_for, terminology_entry
+from MediSeeLib.results import PALETTE, segment_colours
+from MediSeeLib.terminology import code_for, colour_for, terminology_entry
 from MediSeeLib.workflow import image_id_for, models_text
 
 
@@ -85,6 +86,15 @@ def test_known_structures_get_their_snomed_code():
     assert code_for("vertebra") is None  # not listed until checked
     entry = terminology_entry(code_for("spleen"))
     assert "SCT^123037004^Anatomical Structure~SCT^78961009^Spleen~" in entry
+
+
+def test_a_catalogue_structure_keeps_its_colour_and_other_phrases_take_the_palette():
+    liver = colour_for("liver")
+    assert liver == colour_for("The Liver") and liver != colour_for("spleen") and colour_for("a tumour") is None
+    colours = segment_colours({1: "spleen", 2: "liver", 3: "a tumour", 4: "liver lesion"})
+    assert colours[2] == liver and colours[1] == colour_for("spleen")
+    assert colours[3] == PALETTE[2] and colours[4] == PALETTE[3]  # outside the catalogue; liver's colour is taken
+    assert segment_colours({7: "liver"})[7] == liver  # whatever the label value
 
 
 def test_the_install_plan_never_replaces_what_slicer_ships():

@@ -1,7 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
+from medisee.data import catalogue
 from training.config import DataSource, TrainConfig, load_config
 from training.train import deepspeed_config
 
@@ -163,3 +165,13 @@ def test_build_default_puts_every_stage_path_under_its_runs_folder(tmp_path):
             paths.append(Path(config.init.split(":", 1)[1]))
         assert all(path.is_relative_to(tmp_path.resolve()) for path in paths), (stage, paths)
     assert stage_config(STAGES[-1], tmp_path).init == f"checkpoint:{tmp_path.resolve() / 'tiny-5c-queries' / 'model'}"
+
+
+def test_patch_classes_catalogue_means_every_catalogue_structure_in_name_order(tmp_path):
+    text = "init: checkpoint:m\ntrain: t.jsonl\nmodel_changes: {patch_classes: catalogue, visual_tags: true}\n"
+    changes = load_config(write(tmp_path, text)).model_changes
+    assert changes == {"patch_classes": sorted(catalogue.names()), "visual_tags": True}
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
+    for path in sorted(configs.glob("*.yaml")):  # the shipped configs never list structures themselves
+        changes = yaml.safe_load(path.read_text(encoding="utf-8")).get("model_changes") or {}
+        assert changes.get("patch_classes", "catalogue") == "catalogue", path.name

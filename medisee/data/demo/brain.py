@@ -35,7 +35,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-BRAIN_STRUCTURES = ("brain", "grey matter", "white matter", "lateral ventricles")
+from ...imaging import MedicalImage
+from ..catalogue import drawn_by
+
+BRAIN_STRUCTURES = drawn_by("mni152_brain")  # the catalogue structures drawn here, in catalogue order
 PLANES = ("axial", "coronal", "sagittal")
 _FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -69,8 +72,6 @@ class BrainVolume:
         return tuple(self.image.shape)
 
     def to_medical_image(self):
-        from ...imaging import MedicalImage
-
         return MedicalImage(array=self.image, spacing=self.spacing, origin=self.origin, direction=_IDENTITY,
                             modality="MR", source=self.patient_id, source_format="mni152")
 
@@ -152,12 +153,8 @@ def template_masks() -> tuple[sitk.Image, sitk.Image]:
 
 
 def _masks_from_labels(labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "brain": labels > 0,
-        "grey matter": labels == _LABELS["grey matter"],
-        "white matter": labels == _LABELS["white matter"],
-        "lateral ventricles": labels == _LABELS["lateral ventricles"],
-    }
+    """One mask per ``BRAIN_STRUCTURES`` name: "brain" is every label, the others their own value."""
+    return {name: labels > 0 if name == "brain" else labels == _LABELS[name] for name in BRAIN_STRUCTURES}
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:

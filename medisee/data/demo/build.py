@@ -47,6 +47,18 @@ SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 _OWNED = ("manifest.json", "train.jsonl", "val.jsonl", "test.jsonl", "volumes", "slices")
 _CT_CODE, _MR_CODE = 1, 2
 FORMAT_VERSION = 1
+_CONVENTIONS = {
+    "volumes": "(z, y, x) arrays, identity direction, LPS: column -> patient left, row -> posterior, "
+               "slice -> superior (slice 0 is the most inferior)",
+    "axial png": "as stored: anterior at the top, patient right on the image left (radiological)",
+    "coronal png": "volume[:, index, :] flipped vertically: superior at the top, patient right on the left",
+    "sagittal png": "volume[:, :, index] flipped vertically: superior at the top, anterior on the left",
+    "bbox": "normalised [x0, y0, x1, y1] of the displayed mask, x1 and y1 exclusive",
+    "slice": "index along the plane's array axis of the volume (axial z, coronal y, sagittal x)",
+    "absent": "no pixel of the structure on the slice; 1..min_area-1 pixels gives no record at all",
+    "ct png window": "extra.window: 'abdomen' (40/400) or 'lung' (-600/1500)",
+    "mr png": "percentile 0.5-99.5 of the whole augmented volume",
+}
 
 
 @dataclass
@@ -280,18 +292,7 @@ def build_demo_dataset(
     augmented MNI152 brains with ``brain_slices`` slices per plane (default axial 6, coronal 4,
     sagittal 4). Refuses a non-empty ``out_dir`` unless ``overwrite`` (which removes only what a
     previous build wrote there)."""
-    if patients < 0 or brain_patients < 0 or patients + brain_patients == 0:
-        raise ValueError("need at least one CT or brain patient")
-    if slices_per_patient < 1:
-        raise ValueError(f"slices_per_patient must be at least 1, got {slices_per_patient}")
-    if not 0 <= absent_ratio <= 10:
-        raise ValueError(f"absent_ratio must be between 0 and 10, got {absent_ratio}")
-    counts_per_plane = dict(brain_slices or {"axial": 6, "coronal": 4, "sagittal": 4})
-    unknown = set(counts_per_plane) - set(brain_module.PLANES)
-    if unknown:
-        raise ValueError(f"unknown brain slice planes {sorted(unknown)}: use {', '.join(brain_module.PLANES)}")
-    if brain_patients:
-        brain_module.template_paths()  # fail early, before writing anything, if nilearn is missing
+    counts_per_plane = _checked(patients, slices_per_patient, brain_patients, brain_slices, absent_ratio)
     started = time.perf_counter()
     out = Path(out_dir)
     _prepare(out, overwrite)
@@ -321,18 +322,47 @@ def build_demo_dataset(
         jsonl[split] = out / f"{split}.jsonl"
         mlmr.write_mlmr_jsonl([r for r in records if r.extra["split"] == split], jsonl[split])
 
-    counts = _counts(records, slices, assignment)
+    parameters = {
+        "patients": patients, "slices_per_patient": slices_per_patient, "brain_patients": brain_patients,
+        "brain_slices": counts_per_plane, "absent_ratio": absent_ratio, "min_area": min_area,
+        "lung_window_probability": lung_window_probability, "write_dicom": write_dicom,
+    }
+    manifest = _manifest(seed, parameters, records, slices, assignment)
+    write_json(out / "manifest.json", manifest)
+    seconds = time.perf_counter() - started
+    totals = manifest["totals"]
+    log.info("wrote %d records (%d absent) from %d slices in %.1f s", totals["records"], totals["absent"], len(slices), seconds)
+    return {**manifest, "out": str(out), "jsonl": {k: str(v) for k, v in jsonl.items()}, "seconds": round(seconds, 2)}
+
+
+def _checked(patients: int, slices_per_patient: int, brain_patients: int, brain_slices: dict[str, int] | None,
+             absent_ratio: float) -> dict[str, int]:
+    """The brain slices per plane, once every argument is checked (before anything is written)."""
+    if patients < 0 or brain_patients < 0 or patients + brain_patients == 0:
+        raise ValueError("need at least one CT or brain patient")
+    if slices_per_patient < 1:
+        raise ValueError(f"slices_per_patient must be at least 1, got {slices_per_patient}")
+    if not 0 <= absent_ratio <= 10:
+        raise ValueError(f"absent_ratio must be between 0 and 10, got {absent_ratio}")
+    counts_per_plane = dict(brain_slices or {"axial": 6, "coronal": 4, "sagittal": 4})
+    unknown = set(counts_per_plane) - set(brain_module.PLANES)
+    if unknown:
+        raise ValueError(f"unknown brain slice planes {sorted(unknown)}: use {', '.join(brain_module.PLANES)}")
+    if brain_patients:
+        brain_module.template_paths()  # fail early, before writing anything, if nilearn is missing
+    return counts_per_plane
+
+
+def _manifest(seed: int, parameters: dict, records: list[Record], slices: list[_Slice], assignment: dict[str, str]) -> dict:
     total = len(records)
     absent = sum(r.absent for r in records)
-    manifest = {
+    return {
         "generator": "medisee.data.demo.build_demo_dataset",
         "format": "MLMR-SD jsonl",
         "version": FORMAT_VERSION,
         "seed": seed,
         "parameters": {
-            "patients": patients, "slices_per_patient": slices_per_patient, "brain_patients": brain_patients,
-            "brain_slices": counts_per_plane, "absent_ratio": absent_ratio, "min_area": min_area,
-            "lung_window_probability": lung_window_probability, "write_dicom": write_dicom,
+            **parameters,
             "ct_shape_zyx": list(DEFAULT_SHAPE), "ct_spacing_xyz": list(DEFAULT_SPACING),
             "brain_shape_zyx": list(brain_module.DEFAULT_SHAPE), "brain_spacing": brain_module.DEFAULT_SPACING,
             "split_fractions": dict(zip(SPLITS, SPLIT_FRACTIONS)),
@@ -340,21 +370,6 @@ def build_demo_dataset(
         "structures": {"CT": list(CT_STRUCTURES), "MR": list(brain_module.BRAIN_STRUCTURES)},
         "totals": {"records": total, "present": total - absent, "absent": absent,
                    "absent_rate": round(absent / total, 4) if total else 0.0, "slices": len(slices)},
-        "splits": counts,
-        "conventions": {
-            "volumes": "(z, y, x) arrays, identity direction, LPS: column -> patient left, row -> posterior, "
-                       "slice -> superior (slice 0 is the most inferior)",
-            "axial png": "as stored: anterior at the top, patient right on the image left (radiological)",
-            "coronal png": "volume[:, index, :] flipped vertically: superior at the top, patient right on the left",
-            "sagittal png": "volume[:, :, index] flipped vertically: superior at the top, anterior on the left",
-            "bbox": "normalised [x0, y0, x1, y1] of the displayed mask, x1 and y1 exclusive",
-            "slice": "index along the plane's array axis of the volume (axial z, coronal y, sagittal x)",
-            "absent": "no pixel of the structure on the slice; 1..min_area-1 pixels gives no record at all",
-            "ct png window": "extra.window: 'abdomen' (40/400) or 'lung' (-600/1500)",
-            "mr png": "percentile 0.5-99.5 of the whole augmented volume",
-        },
+        "splits": _counts(records, slices, assignment),
+        "conventions": dict(_CONVENTIONS),
     }
-    write_json(out / "manifest.json", manifest)
-    seconds = time.perf_counter() - started
-    log.info("wrote %d records (%d absent) from %d slices in %.1f s", total, absent, len(slices), seconds)
-    return {**manifest, "out": str(out), "jsonl": {k: str(v) for k, v in jsonl.items()}, "seconds": round(seconds, 2)}

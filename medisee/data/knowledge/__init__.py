@@ -5,6 +5,10 @@ fact fills many phrasings ("Which organ here filters ...?", "The left kidney fil
 Facts of structures with ``plural = true`` use plural verbs. Left and right are always the
 patient's. ``location`` statements name their ``anchors`` (other structures in this base),
 so a location query can be restricted to the structures visible in the image.
+
+Names, synonyms, informal names, region and modalities come from the catalogue
+(``medisee/data/catalogue.json``); ``knowledge.json`` holds what is said about each of its
+structures, in the order the query generator (and the tokenizer corpus) walks them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-MODALITIES = ("CT", "MR")
-REGIONS = ("abdomen", "thorax", "brain", "spine")
+from .. import catalogue
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,22 @@ def normalise(name: str) -> str:
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Structure]:
     text = resources.files(__name__).joinpath("knowledge.json").read_text(encoding="utf-8")
+    return join(catalogue.catalogue(), json.loads(text)["structures"])
+
+
+def join(entries: tuple[catalogue.CatalogueEntry, ...], facts: list[dict]) -> dict[str, Structure]:
+    """Each catalogue structure with its facts, in the facts' order; every structure needs
+    facts and every fact a catalogue structure (ValueError otherwise)."""
+    by_name = {entry.name: entry for entry in entries}
     structures = {}
-    for entry in json.loads(text)["structures"]:
-        structure = _parse(entry)
+    for item in facts:
+        if item["name"] not in by_name:
+            raise ValueError(f"knowledge.json: {item['name']!r} is not in the catalogue (catalogue.json)")
+        structure = _parse(by_name[item["name"]], item)
         structures[structure.name] = structure
+    missing = [name for name in by_name if name not in structures]
+    if missing:
+        raise ValueError(f"knowledge.json: no facts for the catalogue's {missing}")
     for structure in structures.values():
         for loc in structure.location:
             unknown = set(loc.anchors) - set(structures)
@@ -88,26 +103,24 @@ def _load() -> dict[str, Structure]:
     return structures
 
 
-def _parse(entry: dict) -> Structure:
-    name = entry["name"]
+def _parse(entry: catalogue.CatalogueEntry, facts: dict) -> Structure:
+    name = entry.name
     structure = Structure(
         name=name,
-        synonyms=tuple(entry["synonyms"]),
-        region=entry["region"],
-        modalities=tuple(entry["modalities"]),
-        kind=entry["kind"],
-        plural=bool(entry["plural"]),
-        function=tuple(entry["function"]),
-        location=tuple(Location(loc["text"], tuple(loc["anchors"])) for loc in entry["location"]),
-        appearance={modality: tuple(facts) for modality, facts in entry["appearance"].items()},
-        findings=tuple(Finding(**finding) for finding in entry["findings"]),
-        informal=tuple(entry.get("informal", ())),
+        synonyms=entry.synonyms,
+        region=entry.region,
+        modalities=entry.modalities,
+        kind=facts["kind"],
+        plural=bool(facts["plural"]),
+        function=tuple(facts["function"]),
+        location=tuple(Location(loc["text"], tuple(loc["anchors"])) for loc in facts["location"]),
+        appearance={modality: tuple(texts) for modality, texts in facts["appearance"].items()},
+        findings=tuple(Finding(**finding) for finding in facts["findings"]),
+        informal=entry.informal,
     )
     problems = []
-    if structure.region not in REGIONS:
-        problems.append(f"region {structure.region!r} is not one of {REGIONS}")
-    if not set(structure.modalities) <= set(MODALITIES) or not set(structure.appearance) <= set(structure.modalities):
-        problems.append("modalities and appearance keys must be among " + ", ".join(MODALITIES))
+    if not set(structure.appearance) <= set(structure.modalities):
+        problems.append("appearance keys must be among the catalogue's modalities " + ", ".join(structure.modalities))
     # generation draws two different facts for long queries
     if len(structure.function) < 2 or len(structure.general_location) < 2:
         problems.append("needs at least two function facts and two general location statements")
@@ -164,9 +177,7 @@ def structure_named_in(text: str) -> Structure | None:
 def paired_structures() -> dict[str, tuple[str, str]]:
     """Shared noun -> (left, right) for the catalogue's paired structures ("kidney" ->
     ("left kidney", "right kidney")): what "both kidneys" or "the lungs" ask for."""
-    names = set(_load())
-    return {name[5:]: (name, "right " + name[5:]) for name in sorted(names)
-            if name.startswith("left ") and "right " + name[5:] in names}
+    return {pair.name: (pair.left, pair.right) for pair in sorted(catalogue.pairs(), key=lambda pair: pair.name)}
 
 
 def asks_for_both_sides(text: str, noun: str) -> bool:

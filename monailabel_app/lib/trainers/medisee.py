@@ -22,6 +22,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from medisee.atomic import write_json
 from medisee.data.corrections import Correction, label_names_of
 from medisee.data.records import DataError
+from training.retrain import retrain
 
 from ..served_model import ServedModel
 from .process import end_with_parent, exclusive_training, in_training_process
@@ -56,8 +57,6 @@ class MediSeeTrainer(TrainTask):
             corrections = collect_corrections(datastore, tag)
             if not corrections:
                 raise ValueError(f"no '{tag}' labels with label names in the datastore: submit corrected labels first")
-            from training.retrain import retrain  # DeepSpeed is imported only by the process that trains
-
             base = self.served.current_dir()
             work_dir = settings.models_dir / "retrain" / time.strftime("%Y%m%d-%H%M%S")
             log.info("retraining %s on %d corrected studies, %d steps, judged in %s mode, in %s", base,
