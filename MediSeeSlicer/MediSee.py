@@ -32,7 +32,7 @@ from MediSeeLib.jobs import PanelCalls
 from MediSeeLib.local_server import LocalServer, start_local
 from MediSeeLib.results import InferenceResult, RoiSpec, answer_text, roi_specs
 from MediSeeLib.scope import Scope, panel_request, parse_history, remember, request_params, slice_index_at, view_axis
-from MediSeeLib.workflow import ask, fetch_next, image_id_for, models_text, submit_label
+from MediSeeLib.workflow import AUTOMATIC_WINDOW, ask, fetch_next, image_id_for, models_text, submit_label, window_choices
 
 SETTINGS_URL = "MediSee/ServerURL"
 SETTINGS_HISTORY = "MediSee/QueryHistory"
@@ -112,7 +112,12 @@ class MediSeeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onConnect(self):
         client = self.client()
         self.ui.modelsLabel.text = f"connecting to {client.url} ..."
-        self.start(client.connect, lambda info: setattr(self.ui.modelsLabel, "text", models_text(info)), busy=False)
+        self.start(client.connect, self.onConnected, busy=False)
+
+    def onConnected(self, info: dict):
+        self.ui.modelsLabel.text = models_text(info)
+        self.ui.windowCombo.clear()
+        self.ui.windowCombo.addItems(window_choices(info))
 
     def onStartServer(self):
         if self.busy() or (self.local is not None and self.local.running):
@@ -201,7 +206,8 @@ class MediSeeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         roi, fiducial = self.ui.boxSelector.currentNode(), self.ui.pointSelector.currentNode()
         corners = self.logic.roi_corners(roi) if roi is not None else None
         point = np.array(fiducial.GetNthControlPointPositionWorld(0)) if fiducial and fiducial.GetNumberOfControlPoints() else None
-        return panel_request(geometry, query, scope, corners, point)
+        window = self.ui.windowCombo.currentText
+        return panel_request(geometry, query, scope, corners, point, None if window == AUTOMATIC_WINDOW else window)
 
     def showResult(self, volume, url: str, image_id: str, result: InferenceResult):
         self.logic.mark_server_copy(volume, url, image_id)
@@ -357,7 +363,7 @@ class MediSeeLogic(ScriptedLoadableModuleLogic):
         self.mark_server_copy(node, url, image_id)
         return node
 
-    def run(self, volume, query: str, scope: Scope, client: MediSeeClient, per_slice_rois: bool = True):
+    def run(self, volume, query: str, scope: Scope, client: MediSeeClient, per_slice_rois: bool = False):
         """Ask synchronously (console, self-test): upload the volume, ask, show; returns the segmentation node."""
         params = request_params(query, scope, volume_selected=volume is not None)
         image_id, path = self.server_copy(volume, client.url)
@@ -370,7 +376,7 @@ class MediSeeLogic(ScriptedLoadableModuleLogic):
         return self.show(volume, image_id, ask(client, image_id, params), per_slice_rois)
 
     # --- answers as nodes ---------------------------------------------------------------------------
-    def show(self, volume, image_id: str, result: InferenceResult, per_slice_rois: bool = True):
+    def show(self, volume, image_id: str, result: InferenceResult, per_slice_rois: bool = False):
         """One segmentation node per (volume, query), replaced when asked again; one segment per entity,
         on the volume's grid, with its terminology; the answer as node attributes; the boxes as ROIs."""
         segmentation = self._node_for(volume, result.query, "vtkMRMLSegmentationNode")

@@ -8,8 +8,9 @@ probabilities times the patch head's presence per slice), or on the slice a box 
 was drawn on. The structures the key slices found seed the rest: each one's candidate
 states (the language model's [SEG]/[BBOX] states on the key slice, with the box they
 predict) prompt the mask decoder on the next slice, slice after slice, until the structure
-ends: the patch head sees it less likely there than not (``CONTINUES``), its score (the key
-slice's times that presence) falls below the threshold, or the mask vanishes. A key slice
+ends: on more than ``MAX_GAP`` slices in a row the patch head sees it less likely there than
+not (``CONTINUES``), its score (the key slice's times that presence) falls below the
+threshold, or the mask vanishes (a shorter dip is closed when the volume is assembled). A key slice
 answers for itself: propagation stops there.
 
 Measured (bundled model, fast mode, test patient ct007, 58 questions, docs/EXPERIMENTS.md):
@@ -31,7 +32,7 @@ from .metrics import mask_to_box
 from .model import ImageEncoding
 from .predictor import Entity, Prediction, Predictor
 from .presence import named_class
-from .volume import structure_key, vote
+from .volume import MAX_GAP, structure_key, vote
 
 KEY_SPACING = 10  # one key slice per this many slices
 MIN_KEY_SLICES = 3
@@ -49,6 +50,7 @@ class _Front:
     step: int
     seed: Entity
     base: float  # the seed's score without its slice's presence
+    misses: int = 0  # slices just passed without the structure (up to MAX_GAP: a dip, not its end)
 
 
 def key_slice_count(count: int) -> int:
@@ -129,6 +131,9 @@ def _propagate(predictor: Predictor, encoding: ImageEncoding, presence: torch.Te
             seen = gate(item.index, item.key)
             score = item.base * seen
             if seen < CONTINUES or score < predictor.score_threshold or int(mask.sum()) < MIN_PIXELS:
+                if item.misses < MAX_GAP:
+                    taken.discard((item.key, item.index))  # another direction may still find it here
+                    front.append(_Front(item.key, item.index + item.step, item.step, item.seed, item.base, item.misses + 1))
                 continue
             found.setdefault(item.index, []).append(Entity(
                 phrase=item.key, mask=mask, box=mask_to_box(mask), score=score, mask_quality=quality,

@@ -1,6 +1,7 @@
 """The README's command-line examples are golden end-to-end tests: each runs on the sample
 study with the bundled default model and must name, and segment, what its comment promises
-(the comment after ``#``: structures joined by "and", or "nothing")."""
+(the comment after ``#``: structures joined by "and", or "nothing"; after a ``;``, words for
+people). A question about a whole volume must give one structure each, of the right volume."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def readme_examples() -> list[str]:
 
 def promised(line: str) -> list[str]:
     """The structures an example's comment promises ([] for "nothing")."""
-    comment = line.split("#", 1)[1].strip()
+    comment = line.split("#", 1)[1].split(";")[0].strip()
     if comment.startswith("nothing"):
         return []
     return [name.strip() for name in comment.removesuffix(" on each slice").split(" and ")]
@@ -74,3 +75,11 @@ def test_readme_example_gives_the_answer_it_promises(line, sample, tmp_path, cap
         mask, true = np.isin(labels[asked], values), truth[name][asked]
         iou = (mask & true).sum() / max((mask | true).sum(), 1)
         assert iou >= MIN_IOU, f"{name}: IoU {iou:.2f} over slices {asked}"
+    if "--slice all" in command:  # a volume: one structure each, its mL within 10% of the truth's
+        structures = {s["phrase"]: s for s in result["structures"]}
+        assert sorted(structures) == sorted(expected)
+        image = sitk.ReadImage(args[args.index("--image") + 1] if "--image" in args else "")
+        voxel_ml = float(np.prod(image.GetSpacing())) / 1000
+        for name in expected:
+            true_ml = truth[name].sum() * voxel_ml
+            assert abs(structures[name]["volume_ml"] - true_ml) <= 0.1 * true_ml, (name, structures[name], true_ml)

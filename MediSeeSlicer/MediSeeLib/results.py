@@ -127,11 +127,11 @@ def segment_colours(names: dict[int, str]) -> dict[int, tuple[float, float, floa
     return colours
 
 
-def roi_specs(result: InferenceResult, per_slice: bool = True) -> list[RoiSpec]:
-    """The entities' boxes in RAS: for a volume answer one 3D ROI per structure around its voxels;
-    otherwise one ROI per entity and slice, or one 3D ROI per entity around its slices."""
+def roi_specs(result: InferenceResult, per_slice: bool = False) -> list[RoiSpec]:
+    """The entities' boxes in RAS: one ROI per entity and slice, or one 3D ROI per entity (for a
+    volume answer, around its structure's voxels; else around its slices' boxes)."""
     geometry, rois = result.geometry, []
-    if result.response is not None and result.response.structures:
+    if not per_slice and result.response is not None and result.response.structures:
         return [_roi(geometry, s.phrase, s.label, _voxel_bounds(s.bounds_ijk), None) for s in result.response.structures]
     normal, row, column = geometry.plane_axes(result.axis)
     for entity in result.response.entities if result.response else []:

@@ -75,7 +75,8 @@ def point_prompt(geometry: Geometry, axis: str, ras: np.ndarray) -> tuple[list[f
 
 
 def request_params(query: str, scope: Scope, *, volume_selected: bool = True, box: list[float] | None = None,
-                   point: list[float] | None = None, prompt_slice: int | None = None, mode: str | None = None) -> dict[str, Any]:
+                   point: list[float] | None = None, prompt_slice: int | None = None, mode: str | None = None,
+                   window: str | None = None) -> dict[str, Any]:
     """The ``params`` of a question, after the checks a user can fail before anything is sent."""
     if not volume_selected:
         raise NoVolumeSelected()
@@ -90,19 +91,21 @@ def request_params(query: str, scope: Scope, *, volume_selected: bool = True, bo
         params["prompt_slice"] = prompt_slice
     if mode:
         params["mode"] = mode
+    if window:
+        params["window"] = window
     return params
 
 
 def panel_request(geometry: Geometry, query: str, scope: Scope, roi_corners: np.ndarray | None = None,
-                  point_ras: np.ndarray | None = None) -> dict[str, Any]:
-    """A question's params from the panel: its scope, and a box (an ROI's RAS corners) and/or a point
-    (RAS) drawn on one slice, which becomes the prompts' slice."""
+                  point_ras: np.ndarray | None = None, window: str | None = None) -> dict[str, Any]:
+    """A question's params from the panel: its scope, a box (an ROI's RAS corners) and/or a point
+    (RAS) drawn on one slice, which becomes the prompts' slice, and a CT window preset (None: the server's)."""
     box = point = prompt_slice = None
     if roi_corners is not None:
         box, prompt_slice = box_prompt(geometry, scope.axis, roi_corners), slice_index_at(geometry, scope.axis, roi_corners.mean(axis=0))
     if point_ras is not None:
         point, prompt_slice = point_prompt(geometry, scope.axis, point_ras)
-    return request_params(query, scope, box=box, point=point, prompt_slice=prompt_slice)
+    return request_params(query, scope, box=box, point=point, prompt_slice=prompt_slice, window=window)
 
 
 def parse_history(stored: Any) -> list[str]:

@@ -29,6 +29,15 @@ def models_text(info: dict) -> str:
     return f"medisee ({model.get('device', '?')}, {model.get('precision', '?')})" + (f"; also: {', '.join(others)}" if others else "")
 
 
+AUTOMATIC_WINDOW = "automatic"
+
+
+def window_choices(info: dict) -> list[str]:
+    """The CT window presets the connected server offers (its ``/info/``), after "automatic"."""
+    model = ((info.get("models") or {}).get("medisee") or {}).get("medisee", {})
+    return [AUTOMATIC_WINDOW, *sorted(model.get("windows") or {})]
+
+
 def ask(client: MediSeeClient, image_id: str, params: dict) -> InferenceResult:
     """One question about a server-side image -> segments and geometry."""
     return build_result(client.infer(image_id, params))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..answer import OutputFiles, build_answer
 from ..atomic import write_json
-from ..imaging import AXES, MedicalImage, read_image, write_mask, write_overlay_png
+from ..imaging import AXES, CT_WINDOWS, MedicalImage, read_image, write_mask, write_overlay_png
 from ..models import PRECISIONS, load_model
 from ..predictor import MODES, Predictor, validate_query
 from ..study import LANGUAGE_SLICES, StudyAnswer, StudyQuestion, ask_study
@@ -36,11 +36,14 @@ def register(commands) -> None:
     parser.add_argument("--query", required=True, help="the question, e.g. 'which organ filters the blood?'")
     parser.add_argument("--box", type=_numbers(4, "X0,Y0,X1,Y1"), help="box prompt in pixels of the slice: X0,Y0,X1,Y1")
     parser.add_argument("--point", type=_numbers(2, "X,Y"), help="point prompt in pixels of the slice: X,Y")
+    parser.add_argument("--prompt-slice", type=int, default=None,
+                        help="the slice --box/--point was drawn on: over several slices the structure it marks is "
+                        "followed through the volume (default: the prompt applies to every slice asked for)")
     parser.add_argument("--slice", default=None,
                         help="for volumes: a slice index N, a range A-B, or 'all' (default: the middle slice)")
     parser.add_argument("--axis", default="axial", choices=AXES, help="slicing direction for volumes")
     parser.add_argument("--window", default=None,
-                        help="CT window: a preset (abdomen, lung, bone, brain, liver, ...) or LEVEL,WIDTH")
+                        help=f"CT window: a preset ({', '.join(CT_WINDOWS)}) or LEVEL,WIDTH")
     parser.add_argument("--mode", default="full", choices=MODES,
                         help="full: generate the explanation; fast: masks only (no text generation)")
     parser.add_argument("--language-slices", default="key", choices=LANGUAGE_SLICES,
@@ -73,7 +76,7 @@ def _numbers(count: int, shape: str):
 def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     question = StudyQuestion(query=args.query, slices=args.slice, axis=args.axis if image.ndim == 3 else "axial",
-                             box=args.box, point=args.point, window=args.window, mode=args.mode,
+                             box=args.box, point=args.point, window=args.window, mode=args.mode, prompt_slice=args.prompt_slice,
                              language_slices=args.language_slices)
     validate_query(question.query)  # before the model loads
     loaded = load_model(args.model, device=args.device, precision=args.precision)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -230,9 +228,7 @@ def run_command(argv: list[str]) -> int:
 def test_command_prints_a_table(dataset, tmp_path, monkeypatch, capsys):
     data = tmp_path / "test.jsonl"
     data.write_text("{}\n")
-    reader = types.ModuleType("medisee.data.mlmr")
-    reader.read_mlmr_jsonl = lambda path, validate=True: list(dataset)  # the real reader is tested elsewhere
-    monkeypatch.setitem(sys.modules, "medisee.data.mlmr", reader)
+    monkeypatch.setattr(evaluate_command, "read_mlmr_jsonl", lambda path, validate=True: list(dataset))  # the real reader is tested elsewhere
     out = tmp_path / "eval"
     assert run_command(["--data", str(data), "--out", str(out), "--threshold", "0", "--limit", "3"]) == 0
     printed = capsys.readouterr().out

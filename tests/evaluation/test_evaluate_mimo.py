@@ -3,14 +3,15 @@ scripted predictor whose exact metrics are known, and the command's ``--mimo`` t
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from medisee.commands import evaluate as evaluate_command
 from medisee.data.loader import load_image, load_mask
 from medisee.data.records import Record
 from medisee.predictor import Entity, Prediction
@@ -143,14 +144,9 @@ def test_nothing_to_evaluate_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_command_prints_the_perspective_table(records, tmp_path, monkeypatch, capsys):
-    from medisee.commands import evaluate as evaluate_command
-
     data = tmp_path / "test.jsonl"
     data.write_text("{}\n")
-    reader = types.ModuleType("medisee.data.mlmr")
-    reader.read_mlmr_jsonl = lambda path, validate=True: list(records)
-    monkeypatch.setitem(sys.modules, "medisee.data.mlmr", reader)
-    import argparse
+    monkeypatch.setattr(evaluate_command, "read_mlmr_jsonl", lambda path, validate=True: list(records))
 
     parser = argparse.ArgumentParser()
     evaluate_command.register(parser.add_subparsers())

@@ -94,7 +94,7 @@ def test_a_coronal_slice_range_is_answered_along_that_axis(client):
     assert result.axis == "coronal" and result.slices == [40, 41, 42]
     painted = set(np.nonzero(result.labels)[1].tolist())  # coronal = numpy axis 1 for this axial CT
     assert painted <= {40, 41, 42}
-    for roi in roi_specs(result):
+    for roi in roi_specs(result, per_slice=True):
         assert roi.size[1] == pytest.approx(result.geometry.spacing[1])  # one voxel thick along j
 
 

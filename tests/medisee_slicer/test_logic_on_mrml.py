@@ -165,7 +165,7 @@ def test_a_saved_scene_loads_back_with_the_same_segments_rois_and_answer(module,
     path = logic.save_scene(tmp_path / "scene" / "work.mrml")
     written = sorted(p.name for p in path.parent.iterdir())
     assert "work.mrml" in written and any(n.endswith(".seg.nrrd") for n in written)
-    assert sum(n.endswith(".mrk.json") for n in written) == len(roi_specs(result))
+    assert sum(n.endswith(".mrk.json") for n in written) == len(roi_specs(result, per_slice=True))
 
     reopened = SlicerApp()
     assert reopened.io_manager.load_scene(path)

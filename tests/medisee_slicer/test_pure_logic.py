@@ -206,8 +206,20 @@ def test_a_volume_answer_gives_one_3d_roi_per_structure_around_its_voxels():
         "direction": list(direction), "structures": [dataclasses.asdict(Structure(**dataclasses.asdict(liver)))]})
     result = InferenceResult(answer.query, answer.answer, "axial", answer.slices, Geometry.from_answer(answer), labels,
                              response=answer)
-    (roi,) = roi_specs(result, per_slice=True)
+    (roi,) = roi_specs(result, per_slice=False)
     corners = roi.corners()
     assert (roi.name, roi.label, roi.slice) == ("liver", 1, None)
     assert [*corners.min(axis=0), *corners.max(axis=0)] == pytest.approx(liver.bounds_ras, abs=1e-3)
     assert f"liver: {liver.volume_ml:.1f} mL, slices 3-6 (axial)" in answer_text(result)
+
+
+def test_the_window_presets_come_from_the_server_and_reach_the_request():
+    """A preset added to medisee.imaging.CT_WINDOWS reaches the panel through /info/ and goes back as `window`."""
+    from medisee.imaging import CT_WINDOWS
+    from MediSeeLib.workflow import AUTOMATIC_WINDOW, window_choices
+
+    info = {"models": {"medisee": {"medisee": {"windows": {name: list(v) for name, v in CT_WINDOWS.items()}}}}}
+    assert window_choices(info) == [AUTOMATIC_WINDOW, *sorted(CT_WINDOWS)]
+    assert window_choices({}) == [AUTOMATIC_WINDOW]
+    assert request_params("liver?", Scope("all", "axial"), window="lung")["window"] == "lung"
+    assert "window" not in request_params("liver?", Scope("all", "axial"))

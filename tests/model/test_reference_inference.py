@@ -17,7 +17,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from medisee.builder import build_random
 from medisee.config import preset
 from medisee.conversation import answer_prefix
-from medisee.model.box_head import cxcywh_to_xyxy
+from medisee.boxes import cxcywh_to_xyxy
 from medisee.model.medisee import box_prompts
 from medisee.model.preprocess import clip_preprocess, sam_preprocess, to_clip_frame
 from medisee.model.seg_head import MaskHead

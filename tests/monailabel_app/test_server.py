@@ -50,6 +50,8 @@ def test_info_lists_the_medisee_tasks(server):
     assert "medisee" in info["models"] and "liver" in info["models"]["medisee"]["labels"]
     assert "medisee" in info["trainers"]
     assert {"medisee_uncertainty", "first", "random"} <= set(info["strategies"])
+    served = info["models"]["medisee"]["medisee"]  # what our Slicer panel offers: the window presets, the params
+    assert served["windows"]["abdomen"] == [40.0, 400.0] and "language_slices" in served["params"]
 
 
 def test_inference_on_a_dicom_series_returns_an_aligned_label_volume(server, studies_template, tmp_path):

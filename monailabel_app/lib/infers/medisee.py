@@ -23,7 +23,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from medisee.answer import build_answer
 from medisee.data.knowledge import load_knowledge
-from medisee.imaging import MedicalImage, read_image, write_mask
+from medisee.imaging import CT_WINDOWS, MedicalImage, read_image, write_mask
 from medisee.study import StudyAnswer, StudyQuestion, ask_study
 
 from ..errors import NOT_FOUND, PAYLOAD_TOO_LARGE, UNPROCESSABLE, ClientError, client_errors
@@ -55,6 +55,7 @@ class MediSeeInfer(InferTask):
             "weights": self.served.current(), "device": self.served.settings.torch_device,
             "precision": self.served.settings.precision, "max_query_chars": self.served.settings.max_query_chars,
             "params": ["query", "slice", "axis", "box", "point", "prompt_slice", "window", "mode", "language_slices"],
+            "windows": {name: list(preset) for name, preset in CT_WINDOWS.items()},
         }}
 
     def __call__(self, request: dict) -> tuple[str, dict]:
