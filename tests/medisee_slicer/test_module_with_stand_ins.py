@@ -27,7 +27,11 @@ def test_the_panel_builds_its_request_through_medisee_lib(module):
     widget.ui.currentSliceRadio.checked = True
     widget.ui.boxSelector.currentNode.return_value = None
     widget.ui.pointSelector.currentNode.return_value = None
+    widget.ui.windowCombo.currentText = "automatic"  # the server's own window: none sent
     assert widget.requestFor(mock.MagicMock(), "liver?") == {"query": "liver?", "slice": 40, "axis": "coronal"}
+    widget.ui.windowCombo.currentText = "lung"
+    assert widget.requestFor(mock.MagicMock(), "liver?")["window"] == "lung"
+    widget.ui.windowCombo.currentText = "automatic"
     with pytest.raises(NoVolumeSelected):
         widget.requestFor(None, "liver?")
     to_ras[:3, 3] = GEOMETRY.to_ras([48, 400, 4])
