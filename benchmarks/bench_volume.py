@@ -20,7 +20,6 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 from medisee.data.demo.sample_study import sample_phantom
 from medisee.imaging import extract_slice, to_uint8
