@@ -23,6 +23,7 @@ import numpy as np
 
 from medisee.data.demo.sample_study import sample_phantom
 from medisee.imaging import extract_slice, to_uint8
+from medisee.metrics import mask_dice
 from medisee.models import load_model
 from medisee.predictor import MODES, Predictor
 from medisee.study import StudyQuestion, ask_study
@@ -36,11 +37,6 @@ QUESTIONS = (  # (question, the structures it asks for): requests (short answers
     ("Which organ pumps blood through the body?", ("heart",)),
     ("Which organ removes old red blood cells?", ("spleen",)),
 )
-
-
-def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
-    total = int(predicted.sum()) + int(truth.sum())
-    return 2.0 * int((predicted & truth).sum()) / total if total else 1.0
 
 
 def answer(predictor: Predictor, image, query: str, asked: tuple[str, ...], masks: dict, mode: str,
@@ -58,7 +54,7 @@ def answer(predictor: Predictor, image, query: str, asked: tuple[str, ...], mask
     scores = []
     for name in asked:
         labels = [v.label for v in study.volume_entities if v.phrase == name]
-        scores.append(dice(np.isin(study.labels, labels), masks[name]))
+        scores.append(mask_dice(np.isin(study.labels, labels), masks[name]))
     return encoded - started, seconds, scores
 
 

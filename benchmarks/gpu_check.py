@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_predictor import QUERIES, phantom_volume, sync
+from bench_predictor import QUERIES, phantom_volume, sync, timed
 from medisee.builder import tokenizer_corpus
 from medisee.config import preset
 from medisee.predictor import Predictor
@@ -83,14 +83,6 @@ def measure(config, tokenizer, precision: str, device: str, volume: np.ndarray, 
     row["peak GiB"] = torch.cuda.max_memory_allocated() / 1024 ** 3 if cuda else None
     row["note"] = f"batch {batch_size}" if cuda else "CPU: no GPU memory to measure"
     return row
-
-
-def timed(fn, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
 
 
 def table(rows: list[dict], title: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from medisee.data.demo.sample_study import sample_phantom
 from medisee.key_slices import choose_key_slices, key_slice_count
-from medisee.metrics import mask_to_box
+from medisee.metrics import mask_dice, mask_to_box
 from medisee.models import load_model
 from medisee.predictor import Predictor
 from medisee.study import StudyQuestion, ask_study
@@ -34,10 +34,6 @@ def sample():
     return Predictor(load_model("default").bundle), phantom.to_medical_image(), phantom.masks
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-
 @pytest.mark.slow
 def test_segment_the_liver_over_the_sample_ct_gives_one_liver_of_the_right_volume(sample):
     predictor, image, masks = sample
@@ -49,7 +45,7 @@ def test_segment_the_liver_over_the_sample_ct_gives_one_liver_of_the_right_volum
     assert abs(liver.volume_ml - true_ml) <= 0.10 * true_ml
     on = np.nonzero(truth.any(axis=(1, 2)))[0]
     assert abs(liver.first_slice - on[0]) <= 2 and abs(liver.last_slice - on[-1]) <= 2  # the patch head sees its edges
-    assert _dice(study.labels == liver.label, truth) >= 0.8
+    assert mask_dice(study.labels == liver.label, truth) >= 0.8
     assert {e["phrase"] for e in study.entities} == {"liver"}
     assert "liver" in study.answer.lower()
 
@@ -65,4 +61,4 @@ def test_a_box_drawn_on_one_slice_follows_its_structure_through_the_volume(sampl
     assert [v.phrase for v in study.volume_entities] == ["liver"]
     (liver,) = study.volume_entities
     assert liver.slice_count >= 0.8 * truth.any(axis=(1, 2)).sum()
-    assert _dice(study.labels == liver.label, truth) >= 0.75
+    assert mask_dice(study.labels == liver.label, truth) >= 0.75

@@ -32,6 +32,7 @@ import numpy as np
 from ..atomic import write_json
 from ..data.mlmr import read_mlmr_jsonl
 from ..imaging import MedicalImage, read_image, slice_axis
+from ..metrics import mask_dice
 from ..predictor import Predictor
 from ..study import StudyAnswer, StudyQuestion, ask_study
 from ..volume import structure_key
@@ -121,18 +122,13 @@ def score_answer(question: VolumeQuestion, volume: _Volume, answer: StudyAnswer,
         predicted = np.isin(answer.labels, labels) if labels else np.zeros(answer.labels.shape, bool)
         if truth is None or not truth.any():
             continue
-        entry = {"dice": _dice(predicted, truth), "ml": round(predicted.sum() * voxel_ml, 3),
+        entry = {"dice": mask_dice(predicted, truth), "ml": round(predicted.sum() * voxel_ml, 3),
                  "true_ml": round(truth.sum() * voxel_ml, 3)}
         if per_slice:
             entry["slice_dice"] = _slice_dice(answer, truth, name, axis_index)
         result["structures"][name] = entry
     result["nothing"] = not answer.volume_entities
     return result
-
-
-def _dice(predicted: np.ndarray, truth: np.ndarray) -> float:
-    total = int(predicted.sum()) + int(truth.sum())
-    return 2.0 * int((predicted & truth).sum()) / total if total else 1.0
 
 
 def _slice_dice(answer: StudyAnswer, truth: np.ndarray, name: str, axis_index: int) -> float:
@@ -143,7 +139,7 @@ def _slice_dice(answer: StudyAnswer, truth: np.ndarray, name: str, axis_index: i
         if not plane.any():
             continue
         masks = [e.mask for e in prediction.entities if structure_key(e.phrase) == name]
-        values.append(_dice(np.any(masks, axis=0) if masks else np.zeros_like(plane), plane))
+        values.append(mask_dice(np.any(masks, axis=0) if masks else np.zeros_like(plane), plane))
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from monailabel.client import MONAILabelClient
 
 from medisee.imaging import read_image
 
-from tests.support.server import monailabel_server
+from tests.support.server import monailabel_server, wait_for_training
 from tests.support.studies import corrected_label
 
 NAMES = {1: "liver", 2: "right kidney"}
@@ -50,10 +49,7 @@ def test_a_retraining_round_reports_before_and_after_and_serves_only_a_no_worse_
         submit(client, "ct-b", corrected_label(12, tmp_path, NAMES), "Which organ filters the blood?")
         started = client.train_start("medisee", {})
         assert started.get("status") in ("SUBMITTED", "RUNNING"), started
-        deadline = time.monotonic() + 600
-        while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
-            assert time.monotonic() < deadline, "retraining did not finish in 10 minutes"
-            time.sleep(2)
+        status = wait_for_training(client)
         assert status["status"] == "DONE", json.dumps(status, indent=1)[-3000:]
 
         report = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["medisee"]

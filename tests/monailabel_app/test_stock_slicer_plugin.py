@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from medisee.data.corrections import Correction, correction_records, label_names
 from medisee.data.demo.ct_phantom import generate_phantom
 from medisee.imaging import read_image
 from tests.support.mrml import load_labelmap, load_volume, segment_mask
-from tests.support.server import monailabel_server, server_on_copy
+from tests.support.server import monailabel_server, server_on_copy, wait_for_training
 from tests.support.studies import SHAPE, SPACING, corrected_label, structure_box
 
 
@@ -169,10 +168,7 @@ def test_corrections_saved_by_the_plugin_retrain_the_model(studies_template, tmp
         info = client.info()
         started = client.train_start("medisee", plugin_params(info, "medisee", section="trainers"))
         assert started["status"] in ("SUBMITTED", "RUNNING"), started
-        deadline = time.monotonic() + 600
-        while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
-            assert time.monotonic() < deadline, "retraining did not finish in 10 minutes"
-            time.sleep(2)
+        status = wait_for_training(client)
         assert status["status"] == "DONE", json.dumps(status, indent=1)[-3000:]
         report = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["medisee"]
         assert sorted(report["train_studies"] + report["heldout_studies"]) == ["ct-a", "ct-b"] and report["n_train"] > 0

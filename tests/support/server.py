@@ -103,3 +103,12 @@ def server_on_copy(template: Path, work: Path) -> Iterator[Server]:
     # the template's DICOM series are read by server-side path
     with monailabel_server(work / "studies", work, conf=PLUMBING_CONF | {"image_folders": str(template)}) as running:
         yield running
+
+
+def wait_for_training(client, timeout: float = 600) -> dict:
+    """Poll a MONAI Label client's ``train_status`` until the retraining it started ends; its last status."""
+    deadline = time.monotonic() + timeout
+    while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"retraining did not finish in {timeout / 60:.0f} minutes"
+        time.sleep(2)
+    return status
