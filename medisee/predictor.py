@@ -263,7 +263,7 @@ class Predictor:
         candidates = self.model.config.candidate_tokens
         forced = [answer_prefix(candidates, self.model.config.fast_answer)] * len(prompts)
         rows, states, scores = self._teacher_force(encoding, query, prompts, forced)
-        named = self._asked(query)
+        named = self.asked(query)
         asked = [row for row, p in enumerate(prompts) if named and p.box is None and p.point is None]
         if asked:
             answer, several = grouped_answer(named, candidates), len(named) > 1
@@ -323,26 +323,18 @@ class Predictor:
         for prediction in predictions:
             found = [e.phrase for e in prediction.entities]
             raw = (grouped_answer(found, candidates) if found
-                   else absent_answer(" and ".join(self._asked(query)), "None of them is found on this slice."))
+                   else absent_answer(" and ".join(self.asked(query)), "None of them is found on this slice."))
             prediction.raw_answer, prediction.answer = raw, parse_answer(raw, candidates).text
         return predictions
 
     def asked(self, query: str) -> list[str]:
-        """The structures the question asks for by name, as the query head reads it."""
-        return self._asked(query)
-
-    def asked_probabilities(self, query: str) -> dict[str, float]:
-        """Per patch class, how surely the question asks for it (empty without a query head)."""
-        return self._asked_probabilities(query)
-
-    def _asked(self, query: str) -> list[str]:
         """The structures the query head says the query asks for (none without query tags),
         in the order the query names them (as the answers the model learned list them);
         those it does not name by a known term last."""
-        asked = [name for name, p in self._asked_probabilities(query).items() if p >= ASKED]
+        asked = [name for name, p in self.asked_probabilities(query).items() if p >= ASKED]
         return sorted(asked, key=lambda name: mention_position(query, name))
 
-    def _asked_probabilities(self, query: str) -> dict[str, float]:
+    def asked_probabilities(self, query: str) -> dict[str, float]:
         """The query head's probability that ``query`` asks for each structure, both sides of
         a paired structure raised to the surer side's when the words ask for both ("the
         lungs", "both kidneys") and the head leans to either (``PAIR_HINT``): one sentence
@@ -374,7 +366,7 @@ class Predictor:
             values = values * structure_presence(model.patch_probabilities(encoding)).float()
         if not config.query_gate or not any(weight > 0 for weight in query_weights):
             return [values] * len(query_weights)
-        asked = torch.tensor(list(self._asked_probabilities(query).values()), device=values.device)
+        asked = torch.tensor(list(self.asked_probabilities(query).values()), device=values.device)
         named_only = torch.tensor([p.box is None and p.point is None for p in prompts], device=values.device)
         return [torch.where(named_only.unsqueeze(1), values * asked ** weight, values) for weight in query_weights]
 
@@ -395,7 +387,7 @@ class Predictor:
 
     def _run_full(self, encoding: ImageEncoding, query: str, prompts: list[PromptInputs]) -> list[Prediction]:
         bundle, model = self.model, self.model.model
-        if len(self._asked(query)) > 1 and all(p.box is None and p.point is None for p in prompts):
+        if len(self.asked(query)) > 1 and all(p.box is None and p.point is None for p in prompts):
             forms: list[str] = []
             predictions = self._run_fast(encoding, query, prompts, forms)
             if all(form != answer_prefix(bundle.config.candidate_tokens, bundle.config.fast_answer) for form in forms):

@@ -438,11 +438,11 @@ def test_both_sides_of_a_paired_structure_are_asked_for_by_its_plural(tiny_token
     asked = {"left lung": 0.25, "right lung": 0.45, "heart": 0.0}
     bundle.asked_structures = lambda query: dict(asked)
     predictor = Predictor(bundle)
-    assert predictor._asked("show me the lungs") == ["left lung", "right lung"]
-    assert predictor._asked("segment both lungs") == ["left lung", "right lung"]
-    assert predictor._asked("show me the lung") == []  # one side, and the head is unsure which
+    assert predictor.asked("show me the lungs") == ["left lung", "right lung"]
+    assert predictor.asked("segment both lungs") == ["left lung", "right lung"]
+    assert predictor.asked("show me the lung") == []  # one side, and the head is unsure which
     asked.update({"left lung": 0.1, "right lung": 0.1, "heart": 0.9})
-    assert predictor._asked("the organ between the lungs") == ["heart"]  # the head does not lean to the lungs
+    assert predictor.asked("the organ between the lungs") == ["heart"]  # the head does not lean to the lungs
 
 
 def test_the_query_gate_needs_query_tags():
