@@ -77,12 +77,12 @@ def keep_structures(predictions: list[Prediction], kept: list[str], image: Medic
     structure's masks trimmed to its largest 3D component with short gaps closed."""
     by_slice = {p.slice_index or 0: p for p in predictions}
     cleaned = {index: dataclasses.replace(p, entities=[]) for index, p in by_slice.items()}
+    ax = slice_axis(image, axis)
     for key in kept:
         found = {index: e for index, p in by_slice.items() for e in p.entities if structure_key(e.phrase) == key}
         if not found:
             continue
         solid = connected_structure({i: e.mask for i, e in found.items()}, image, axis)
-        ax = slice_axis(image, axis)
         for index, entity in found.items():
             mask = np.take(solid, index, axis=ax)
             if mask.any():
