@@ -249,6 +249,7 @@ class Predictor:
         if todo:
             first = {k: images[keys.index(k)] for k in todo}
             fresh = self.model.encode_images(list(first.values()))
+            self.model.model.keep_patch_probabilities(fresh)
             for i, k in enumerate(todo):
                 cached[k] = fresh.select([i])
                 self.cache.put(k, cached[k])

@@ -10,7 +10,7 @@ from medisee.data.demo.sample_study import sample_phantom
 from medisee.key_slices import choose_key_slices, key_slice_count
 from medisee.metrics import mask_dice, mask_to_box
 from medisee.models import load_model
-from medisee.predictor import Predictor
+from medisee.predictor import Prediction, Predictor
 from medisee.study import StudyQuestion, ask_study
 
 
@@ -62,3 +62,28 @@ def test_a_box_drawn_on_one_slice_follows_its_structure_through_the_volume(sampl
     (liver,) = study.volume_entities
     assert liver.slice_count >= 0.8 * truth.any(axis=(1, 2)).sum()
     assert mask_dice(study.labels == liver.label, truth) >= 0.75
+
+
+@pytest.mark.slow
+def test_a_key_slice_that_misreads_the_question_still_gets_the_structure(sample, monkeypatch):
+    """The vote decides what the volume holds; one key slice's misreading (its answer names
+    nothing) does not cut the structure there."""
+    predictor, image, masks = sample
+    on = np.nonzero(masks["liver"].any(axis=(1, 2)))[0].tolist()
+    read = predictor.predict_slices
+    missed: list[int] = []
+
+    def misread_one(planes, query, **kwargs):
+        answers = read(planes, query, **kwargs)
+        found = [i for i, a in enumerate(answers) if any(e.phrase == "liver" for e in a.entities)]
+        answers[found[-1]] = Prediction("No, there is no liver in this image.", [])
+        missed.append(found[-1])
+        return answers
+
+    monkeypatch.setattr(predictor, "predict_slices", misread_one)
+    study = ask_study(predictor, image, StudyQuestion("Segment the liver.", slices="all", mode="full"))
+    (liver,) = study.volume_entities
+    (misread,) = [a.slice_index for a in study.slice_answers if a.answer.startswith("No, there is no liver")]
+    assert missed and (study.labels[misread] == liver.label).sum() >= 0.8 * masks["liver"][misread].sum()
+    assert liver.first_slice <= on[0] + 2 and liver.last_slice >= on[-1] - 2
+    assert mask_dice(study.labels == liver.label, masks["liver"]) >= 0.8

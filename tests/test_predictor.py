@@ -11,6 +11,7 @@ import torch
 
 from medisee.builder import build_random
 from medisee.config import preset
+from medisee.models import load_model
 from medisee.predictor import (
     EmbeddingCache,
     PredictionInputError,
@@ -461,3 +462,25 @@ def test_structures_asked_for_are_answered_in_the_order_the_query_names_them():
         "Please segment the spleen and the liver.", "liver")
     assert mention_position("L kidney and liver", "left kidney") == 0  # an informal name counts
     assert mention_position("which organ makes bile?", "liver") == len("which organ makes bile?") + 1
+
+
+def test_the_patch_heads_probabilities_are_computed_once_per_slice_and_cached(phantom):
+    """Every question about a slice reads the patch head's view of it (visual tags, presence
+    gates, key slices): the encoding keeps it instead of running the head again."""
+    bundle = load_model("default").bundle
+    calls = []
+    hook = bundle.model.patch_head.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        predictor = Predictor(bundle)
+        image = phantom[0]
+        encoding = predictor.encode([image])
+        assert len(calls) == 1
+        expected = torch.sigmoid(bundle.model.patch_logits(encoding.sam, encoding.resized))
+        torch.testing.assert_close(encoding.patch_probs, expected)
+        for query in ("Segment the liver.", "which organ filters the blood?"):
+            predictor.predict(image, query, mode="full")
+            predictor.predict(image, query, mode="fast")
+        assert len(calls) == 2  # the check above, no more
+        assert torch.equal(encoding.select([0]).patch_probs, encoding.patch_probs)
+    finally:
+        hook.remove()

@@ -61,6 +61,18 @@ def test_connected_structure_drops_strays_and_closes_short_gaps():
     assert solid[5].sum() == 7 * 7  # the gap is the neighbours' common pixels
 
 
+
+def test_connected_structure_keeps_a_narrower_section_as_found():
+    """A spine's disc is narrower than the bodies on either side: only a slice the structure
+    skips is filled, a slice with its own mask keeps it."""
+    image = _image()
+    shape = image.shape[1:]
+    masks = {i: _plane(shape, 4, 14, 4, 14) for i in (2, 3, 6, 7)}
+    masks[4] = masks[5] = _plane(shape, 8, 10, 8, 10)  # two narrow slices between wide ones
+    solid = connected_structure(masks, image, "axial")
+    assert solid[4].sum() == solid[5].sum() == 2 * 2
+    assert solid[3].sum() == solid[6].sum() == 10 * 10
+
 def test_volume_entities_measure_ml_and_ras_bounds_on_oblique_anisotropic_geometry():
     image = _image()
     labels = np.zeros(image.shape, np.uint8)

@@ -36,23 +36,28 @@ class ImageEncoding:
     resized: list[tuple[int, int]]  # per image, (h, w) after resize-longest-side
     original: list[tuple[int, int]]  # per image, (H, W)
     fine: torch.Tensor | None = None  # (I, c, 4e, 4e) the mask head's fine features (``SamConfig.fine_features``)
+    # (I, e * e, K) the patch head's probabilities, kept by inference (``MediSee.patch_probabilities``):
+    # they depend on the image alone and every question about it reads them
+    patch_probs: torch.Tensor | None = None
 
     def select(self, rows: list[int]) -> "ImageEncoding":
         """The encodings of ``rows`` (in that order)."""
         index = torch.tensor(rows, device=self.sam.device)
+        pick = lambda tensor: None if tensor is None else tensor[index]  # noqa: E731
         return ImageEncoding(self.sam[index], self.clip[index], [self.resized[r] for r in rows],
-                             [self.original[r] for r in rows], None if self.fine is None else self.fine[index])
+                             [self.original[r] for r in rows], pick(self.fine), pick(self.patch_probs))
 
     @staticmethod
     def concat(parts: list["ImageEncoding"]) -> "ImageEncoding":
         """One encoding of every image of ``parts``, in order."""
-        fine = [p.fine for p in parts]
+        joined = lambda tensors: None if any(t is None for t in tensors) else torch.cat(tensors)  # noqa: E731
         return ImageEncoding(
             sam=torch.cat([p.sam for p in parts]),
             clip=torch.cat([p.clip for p in parts]),
             resized=[size for p in parts for size in p.resized],
             original=[size for p in parts for size in p.original],
-            fine=None if any(f is None for f in fine) else torch.cat(fine),
+            fine=joined([p.fine for p in parts]),
+            patch_probs=joined([p.patch_probs for p in parts]),
         )
 
 
@@ -231,8 +236,17 @@ class MediSeeModel(nn.Module):
 
     def patch_probabilities(self, images: ImageEncoding) -> torch.Tensor:
         """(I, e * e, K) probabilities that each structure covers each image cell; detached:
-        only the head's own loss trains it, the tags built from them do not."""
+        only the head's own loss trains it, the tags built from them do not. The encoding's
+        own when inference kept them (``keep_patch_probabilities``)."""
+        if images.patch_probs is not None:
+            return images.patch_probs
         return torch.sigmoid(self.patch_logits(images.sam, images.resized)).detach()
+
+    def keep_patch_probabilities(self, images: ImageEncoding) -> None:
+        """Compute the patch head's probabilities once and keep them with the encoding (for
+        inference: the head is frozen there, and the encoding is cached)."""
+        if self.patch_head is not None and images.patch_probs is None:
+            images.patch_probs = self.patch_probabilities(images)
 
     def visual_tags(self, probs: torch.Tensor, boxes: torch.Tensor | None = None,
                     points: torch.Tensor | None = None) -> torch.Tensor:
