@@ -112,7 +112,8 @@ def connected_structure(masks: dict[int, np.ndarray], image: MedicalImage, axis:
     if half > 0 and volume.shape[ax] > 1:
         line = np.ones([2 * half + 1 if a == ax else 1 for a in range(volume.ndim)], dtype=bool)
         pad = [(half, half) if a == ax else (0, 0) for a in range(volume.ndim)]
-        closed = np.take(ndimage.binary_closing(np.pad(volume, pad), structure=line), range(half, half + volume.shape[ax]), axis=ax)
+        closed = ndimage.binary_closing(np.pad(volume, pad), structure=line)
+        closed = np.take(closed, range(half, half + volume.shape[ax]), axis=ax)
         skipped = ~np.moveaxis(volume, ax, 0).any(axis=(1, 2))  # slices without the structure
         volume = volume | (closed & np.expand_dims(skipped, [a for a in range(volume.ndim) if a != ax]))
     components, count = ndimage.label(volume, structure=np.ones((3,) * volume.ndim, dtype=bool))
